@@ -1,0 +1,101 @@
+"""MAML (Finn et al., 2017) and its first-order variant, vectorised over tasks.
+
+The meta-parameters are an initialisation. For each task, a few SGD steps on
+the support set give adapted weights; the loss of the adapted weights on the
+query set, averaged over the meta-batch, is the meta-loss. Second order
+differentiates through the inner steps; first order treats the inner
+gradients as constants. Work over the meta-batch is one `vmap`, not a loop.
+
+Meta-SGD and ANIL are presets of this class: they override `inner_lr` and
+`adapt_keys`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, vmap
+
+from metarun.algorithms.base import Algorithm, Stats, mse
+from metarun.algorithms.inner import Params, adaptation_curve, sgd_adapt
+from metarun.config import AlgorithmConfig, Config, option
+from metarun.errors import UserError
+from metarun.models import MLP
+from metarun.tasks import TaskBatch
+
+
+@dataclass
+class MAMLConfig(AlgorithmConfig):
+    first_order: bool = option(False, "drop the second-order terms of the meta-gradient (FOMAML)")
+
+
+@dataclass
+class FOMAMLConfig(MAMLConfig):
+    name: str = option("fomaml", "meta-learning algorithm (see `metarun algorithms`)")
+    first_order: bool = option(True, "first-order MAML is first order by definition")
+
+
+class MAML(Algorithm):
+    name = "maml"
+    Config = MAMLConfig
+
+    def __init__(self, cfg: Config, dx: int, dy: int):
+        super().__init__(cfg, dx, dy)
+        self.net = MLP(dx, dy, cfg.model.hidden, cfg.model.activation)
+
+    # -- hooks for variants ------------------------------------------------------------
+
+    def inner_lr(self, override: float | None = None) -> float | Params:
+        return override if override is not None else self.cfg.inner_lr
+
+    def adapt_keys(self) -> list[str] | None:
+        """Names of the parameters the inner loop moves; None means all."""
+        return None
+
+    # -- the algorithm -----------------------------------------------------------------
+
+    def loss_fn(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mse(functional_call(self.net, params, (x,)), y)
+
+    def meta_params(self) -> Params:
+        return dict(self.net.named_parameters())
+
+    def task_losses(self, params: Params, lr: float | Params, support_x, support_y, query_x, query_y):
+        """One task: (query loss after adaptation, support and query loss before)."""
+        adapted, support_pre = sgd_adapt(self.loss_fn, params, support_x, support_y, lr,
+                                         self.cfg.inner_steps, self.cfg.first_order, self.adapt_keys())
+        query_post = self.loss_fn(adapted, query_x, query_y)
+        with torch.no_grad():
+            query_pre = self.loss_fn(params, query_x, query_y)
+        return query_post, support_pre.detach(), query_pre
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, Stats]:
+        per_task = vmap(self.task_losses, in_dims=(None, None, 0, 0, 0, 0))
+        query_post, support_pre, query_pre = per_task(self.meta_params(), self.inner_lr(), *batch.tensors())
+        loss = query_post.mean()
+        return loss, {"support_loss": support_pre.mean(), "query_loss_pre": query_pre.mean(),
+                      "query_loss": loss.detach()}
+
+    def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        params = {k: v.detach() for k, v in self.meta_params().items()}
+        lr = self.inner_lr(inner_lr)
+        if isinstance(lr, dict):
+            lr = {k: v.detach() for k, v in lr.items()}
+        adapt = self.adapt_keys()
+
+        def curve(p, lr, sx, sy, qx, qy):
+            return adaptation_curve(self.loss_fn, p, sx, sy, qx, qy, lr, steps, adapt)
+
+        with torch.no_grad():
+            return vmap(curve, in_dims=(None, None, 0, 0, 0, 0))(params, lr, *batch.tensors())
+
+
+class FOMAML(MAML):
+    name = "fomaml"
+    Config = FOMAMLConfig
+
+    def __init__(self, cfg: Config, dx: int, dy: int):
+        if not cfg.algorithm.first_order:
+            raise UserError("algorithm.first_order: fomaml is first order by definition; use name: maml")
+        super().__init__(cfg, dx, dy)
