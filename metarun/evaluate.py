@@ -71,6 +71,9 @@ def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = ()
     losses = algo.adaptation_losses(batch, steps, e.inner_lr)  # [B, steps + 1]
     if not algo.adapts:  # no inner loop: the same figure at every step
         losses = losses[:, :1].expand(-1, e.steps + 1)
+    # Per-task scalars such as the CNP's NLL: {name: {mean, std, ci95}}.
+    extra = {name: {k: v[0] for k, v in summarize(values[:, None]).items()}
+             for name, values in algo.eval_metrics(batch).items()}
     return {
         "run": str(run.path),
         "algorithm": cfg.algorithm.name,
@@ -89,6 +92,7 @@ def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = ()
         "device": str(dev),
         "created": now_iso(),
         "query_mse": summarize(losses),
+        "metrics": extra,
     }
 
 
@@ -110,7 +114,9 @@ def render(result: dict) -> str:
         t.add_row(str(step), f"{m:.4f}", f"± {ci:.4f}")
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(t)
-    return "\n".join(lines) + "\n" + console.export_text()
+    extra = [f"{name.replace('_', ' ')}: {v['mean']:.4f} ± {v['ci95']:.4f} (95% CI)"
+             for name, v in result.get("metrics", {}).items()]
+    return "\n".join(lines) + "\n" + console.export_text() + "".join(line + "\n" for line in extra)
 
 
 def save(run_path: Path, result: dict, rendered: str) -> Path:

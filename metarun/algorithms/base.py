@@ -59,3 +59,7 @@ class Algorithm(nn.Module):
     def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
         """Query MSE of every task after 0..steps adaptation steps: [B, steps + 1]."""
         raise NotImplementedError
+
+    def eval_metrics(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """Held-out metrics besides the query MSE curve, name -> per-task values [B] (CNP: NLL)."""
+        return {}
