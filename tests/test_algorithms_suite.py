@@ -72,9 +72,12 @@ def _reference_setup(algo):
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2, 5])
-@pytest.mark.parametrize("name", GRADIENT_META)
+@pytest.mark.parametrize("name", GRADIENT_META + ["metasgd-first-order", "anil-first-order"])
 def test_vectorised_meta_gradient_equals_per_task_loop(name, inner_steps):
+    name, _, first_order = name.partition("-")
     algo, batch = _setup(name, inner_steps)
+    if first_order:  # Meta-SGD's step sizes still get a gradient, through alpha * g
+        algo.cfg.first_order = True
     loss, _ = algo.meta_loss(batch)
     loss.backward()
     names, weights, lrs, adapt = _reference_setup(algo)
