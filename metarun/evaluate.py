@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from metarun import config as config_mod
 from metarun.algorithms import Algorithm, make_algorithm
-from metarun.config import Config
+from metarun.config import Config, TaskConfig
 from metarun.errors import UserError
 from metarun.rundir import RunDir, now_iso, write_json
 from metarun.tasks import TaskBatch, TaskFamily, make_family, make_generator
@@ -56,13 +56,36 @@ def held_out_tasks(family: TaskFamily, cfg: Config, device: torch.device) -> Tas
     return family.sample(e.tasks, gen, support_shots=e.shots or cfg.task.support_shots, query_shots=e.query_shots)
 
 
+def shifted_config(trained: dict, overrides: list[str]) -> Config:
+    """The run's config with the eval `--set` overrides applied.
+
+    A changed `task.family` starts the task section from the new family's
+    defaults (keeping only the shared fields: shots and noise), since the old
+    family's ranges mean nothing to it. Input and output dimensions must stay
+    those the network was trained for; anything else is a legitimate shift.
+    """
+    before = make_family(config_mod.resolve(trained).task)
+    data = trained
+    task = config_mod.apply_overrides(trained, overrides).get("task")
+    if isinstance(task, dict) and task.get("family", before.name) != before.name:
+        shared = {f.name for f in fields(TaskConfig)} - {"family"}
+        data = {**trained, "task": {k: v for k, v in trained.get("task", {}).items() if k in shared}}
+    cfg = config_mod.resolve(data, overrides)
+    after = make_family(cfg.task)
+    if (before.dx, before.dy) != (after.dx, after.dy):
+        raise UserError(f"task: this run's network takes dx={before.dx}, dy={before.dy} ({before.name}); "
+                        f"the --set task overrides give dx={after.dx}, dy={after.dy} ({after.name}); "
+                        "evaluation cannot change the input or output dimension")
+    return cfg
+
+
 def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = (), device: str = "auto") -> dict:
     """Evaluate a run; `overrides` are `--set` strings applied to the run's own
     config (eval.* for the protocol, task.* for an out-of-distribution shift)."""
     run = RunDir.open(run_path)
     trained = config_mod.read_yaml(run.config_path)
     trained_cfg = config_mod.resolve(trained)
-    cfg = config_mod.resolve(trained, overrides)
+    cfg = shifted_config(trained, overrides)
     dev = resolve_device(device)
     algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
     batch = held_out_tasks(family, cfg, dev)
