@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from metarun import config as config_mod
+from metarun import distributed
 from metarun.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True,
@@ -64,7 +65,8 @@ def train(
         extra += [f"name={name}"] if name is not None else []
         cfg = config_mod.load(config, [*(overrides or []), *extra])
         run = run_training(cfg, runs_dir, quiet=quiet)
-    print(run.path)
+    if distributed.is_main():  # under torchrun, rank 0 alone owns (and prints) the run directory
+        print(run.path)
 
 
 @app.command("eval")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from metarun import config as config_mod
+from metarun import distributed
 from metarun.algorithms import Algorithm, make_algorithm
 from metarun.config import Config
 from metarun.errors import UserError
@@ -53,6 +54,7 @@ def checkpoint_state(algo: Algorithm, optimizer: torch.optim.Optimizer, iteratio
         "optimizer": optimizer.state_dict(),
         "rng": rng_state(task_gen),
         "best_val": best_val,
+        "world_size": distributed.world_size(),
     }
 
 
@@ -62,7 +64,8 @@ def validation_loss(algo: Algorithm, val_batch: TaskBatch, cfg: Config) -> float
 
 
 def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
-    device = resolve_device(cfg.device)
+    dist_ctx = distributed.setup(resolve_device(cfg.device), cfg.train.meta_batch_size)
+    device = dist_ctx.device
     torch.manual_seed(cfg.seed)
     family = make_family(cfg.task)
     algo = make_algorithm(cfg, family.dx, family.dy).to(device)
@@ -70,8 +73,10 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     task_gen = make_generator(cfg.seed, "train", device)
     val_batch = family.sample(cfg.train.val_tasks, make_generator(cfg.seed, "validation", device))
 
-    run = RunDir.create(runs_dir, cfg.name, config_mod.dump(cfg), run_info(cfg.seed, device, cfg.name))
-    metrics = MetricsWriter(run.metrics_path)
+    # Only rank 0 writes the run directory; other ranks get no-op stand-ins.
+    run = distributed.on_main(RunDir.create, runs_dir, cfg.name, config_mod.dump(cfg),
+                              {**run_info(cfg.seed, device, cfg.name), "world_size": dist_ctx.world_size})
+    metrics = distributed.on_main(MetricsWriter, run.metrics_path)
     tcfg = cfg.train
     best_val = math.inf
     iteration = 0
@@ -79,9 +84,9 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     window_start, window_tasks = start, 0
     status, error = "failed", None
     try:
-        with TrainProgress(tcfg.iterations, run.path.name, disable=quiet) as progress:
+        with TrainProgress(tcfg.iterations, str(run.path.name), disable=quiet or not dist_ctx.is_main) as progress:
             while iteration < tcfg.iterations:
-                batch = family.sample(tcfg.meta_batch_size, task_gen)
+                batch = distributed.my_share(family.sample(tcfg.meta_batch_size, task_gen))
                 stats = algo.meta_step(batch, optimizer, iteration)
                 iteration += 1
                 window_tasks += tcfg.meta_batch_size
@@ -90,7 +95,7 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
                 if iteration % tcfg.val_every == 0 or iteration == tcfg.iterations:
                     val = validation_loss(algo, val_batch, cfg)
                 if iteration % tcfg.log_every == 0 or val is not None or iteration == tcfg.iterations:
-                    values = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+                    values = dict(zip(stats, distributed.mean_over_ranks(torch.stack(list(stats.values()))).tolist()))
                     if not all(math.isfinite(v) for v in values.values()) or (val is not None and not math.isfinite(val)):
                         raise Divergence(iteration)
                     now = time.perf_counter()
