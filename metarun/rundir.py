@@ -194,7 +194,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc):
+        # weights_only names a refused class or function "Unsupported global"; every other
+        # unpickling failure (including garbage bytes read as opcodes) is damage, not tampering.
+        if "Unsupported global" in str(exc):
             raise UserError(f"{path}: checkpoint contains pickled objects other than tensors (refused, not loaded)") from None
         raise UnreadableCheckpoint(f"{path}: checkpoint truncated or corrupted") from None
     except Exception:  # torch raises many types for truncated or corrupt files

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import tiny_dict
+
 from metarun import config as config_mod
 from metarun.train import train
 
