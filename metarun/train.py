@@ -170,27 +170,31 @@ def validation_loss(algo: Algorithm, val_batch: TaskBatch, cfg: Config) -> float
     return algo.adaptation_losses(val_batch, cfg.algorithm.inner_steps)[:, -1].mean().item()
 
 
-def mark_nonfinite(bad_at: torch.Tensor, iteration: int, stats: dict[str, torch.Tensor], algo: Algorithm) -> torch.Tensor:
-    """Record (on the device, without a host sync) the first iteration whose
-    loss stats or gradients are not finite; 0 means none so far.
+class FiniteWatch:
+    """Watches every iteration's loss stats and gradients for NaN/inf without a
+    host sync: two tiny on-device accumulators, read only where the loop syncs
+    anyway (a metrics row, a validation, a checkpoint). So log_every > 1 keeps
+    its speed, the iteration named is still exact, and nothing derived from a
+    bad step is written, since the read comes before every write."""
 
-    Checked on the host only where the loop syncs anyway (a metrics row, a
-    validation, a checkpoint), so log_every > 1 keeps its speed; the iteration
-    named is still exact, and nothing is saved past it."""
-    grads = [p.grad for p in algo.parameters() if p.grad is not None]
-    values = list(stats.values())
-    if grads:  # max |g| over all gradients: NaN and inf propagate, finite values cannot overflow
-        values.append(torch.nn.utils.get_total_norm(grads, norm_type=math.inf).to(values[0].dtype))
-    finite = torch.isfinite(torch.stack(values)).all()
-    return torch.where((bad_at == 0) & ~finite, iteration, bad_at)
+    def __init__(self, start_iteration: int, device: torch.device):
+        self.start = start_iteration
+        self.all_finite = torch.ones((), dtype=torch.bool, device=device)  # every iteration so far
+        self.finite_steps = torch.zeros((), dtype=torch.long, device=device)  # iterations before the first bad one
 
+    def update(self, stats: dict[str, torch.Tensor], algo: Algorithm) -> None:
+        grads = [p.grad.reshape(-1) for p in algo.parameters() if p.grad is not None]
+        finite = torch.isfinite(torch.cat([torch.stack(list(stats.values())), *grads])).all()
+        self.all_finite &= finite
+        self.finite_steps += self.all_finite
 
-def raise_if_diverged(bad_at: torch.Tensor, val: float | None, iteration: int) -> None:
-    first_bad = int(bad_at.item())
-    if first_bad:
-        raise Divergence(first_bad)
-    if val is not None and not math.isfinite(val):
-        raise Divergence(iteration, "validation loss")
+    def check(self, iteration: int, val: float | None = None) -> None:
+        """Raise Divergence naming the first bad iteration up to `iteration` (one host read)."""
+        finite_steps = int(self.finite_steps.item())
+        if self.start + finite_steps < iteration:
+            raise Divergence(self.start + finite_steps + 1)
+        if val is not None and not math.isfinite(val):
+            raise Divergence(iteration, "validation loss")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -295,7 +299,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     metrics = MetricsWriter(run.metrics_path)
     start = time.perf_counter() - s.seconds
     window_start, window_tasks = time.perf_counter(), 0
-    bad_at = torch.zeros((), dtype=torch.long, device=s.device)  # first non-finite iteration; 0: none
+    watch = FiniteWatch(s.iteration, s.device)
     status, error = "failed", None
 
     def save(which: str) -> None:
@@ -309,7 +313,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
         with StopSignals() as stop, TrainProgress(tcfg.iterations, run.path.name, disable=quiet) as progress:
             while s.iteration < tcfg.iterations:
                 if stop.signum is not None:
-                    raise_if_diverged(bad_at, None, s.iteration)
+                    watch.check(s.iteration)
                     save("last")
                     raise Interrupted(stop.signum, s.iteration, saved=True)
                 batch = s.family.sample(tcfg.meta_batch_size, s.task_gen)
@@ -318,7 +322,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
                 stop.iteration = s.iteration
                 it = s.iteration
                 window_tasks += tcfg.meta_batch_size
-                bad_at = mark_nonfinite(bad_at, it, stats, algo)
+                watch.update(stats, algo)
 
                 final = it == tcfg.iterations
                 val = validation_loss(algo, s.val_batch, s.cfg) if it % tcfg.val_every == 0 or final else None
@@ -327,8 +331,8 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
                 if not (logged or periodic):
                     continue
                 # Here the host syncs anyway (a row, a validation or a checkpoint), so the
-                # finiteness flag is read for free, before anything below is written.
-                raise_if_diverged(bad_at, val, it)
+                # finiteness flags are read for free, before anything below is written.
+                watch.check(it, val)
 
                 if logged:
                     values = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
