@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from metarun import config as config_mod
+from metarun import distributed
 from metarun.algorithms import Algorithm, make_algorithm
 from metarun.config import Config
 from metarun.errors import UserError
@@ -102,6 +104,13 @@ class StopSignals:
             raise Interrupted(signum, self.iteration, saved=False)
         self.signum = signum
 
+    def requested(self, device: torch.device) -> bool:
+        """Stop now? Under torchrun all ranks must stop at the same iteration, so
+        they agree (one tiny all-reduce per iteration, only when distributed)."""
+        if not distributed.is_distributed():
+            return self.signum is not None
+        return bool(agree(torch.tensor(int(self.signum is not None), device=device), dist.ReduceOp.MAX).item())
+
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
@@ -128,7 +137,7 @@ class Session:
 
     @classmethod
     def build(cls, cfg: Config) -> Session:
-        device = resolve_device(cfg.device)
+        device = distributed.setup(resolve_device(cfg.device), cfg.train.meta_batch_size).device
         torch.manual_seed(cfg.seed)
         family = make_family(cfg.task)
         algo = make_algorithm(cfg, family.dx, family.dy).to(device)
@@ -144,7 +153,7 @@ class Session:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"iteration": self.iteration, "model": self.algo.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": rng, "best_val": self.best_val,
-                "seconds": seconds, "device": str(self.device)}
+                "seconds": seconds, "device": str(self.device), "world_size": distributed.world_size()}
 
     def restore(self, state: dict, path: Path) -> None:
         try:
@@ -190,11 +199,21 @@ class FiniteWatch:
 
     def check(self, iteration: int, val: float | None = None) -> None:
         """Raise Divergence naming the first bad iteration up to `iteration` (one host read)."""
-        finite_steps = int(self.finite_steps.item())
+        finite_steps = int(agree(self.finite_steps, dist.ReduceOp.MIN).item())
         if self.start + finite_steps < iteration:
             raise Divergence(self.start + finite_steps + 1)
         if val is not None and not math.isfinite(val):
             raise Divergence(iteration, "validation loss")
+
+
+def agree(value: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+    """Under torchrun, one verdict for all ranks (every rank reaches this at the
+    same iterations); in one process, the value itself, with no collective."""
+    if not distributed.is_distributed():
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=op)
+    return value
 
 
 # --------------------------------------------------------------------------- entry points
@@ -202,7 +221,9 @@ class FiniteWatch:
 
 def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     session = Session.build(cfg)  # every config / device error is raised before anything is written
-    run = RunDir.create(runs_dir, cfg.name, config_mod.dump(cfg), run_info(cfg.seed, session.device, cfg.name))
+    # Only rank 0 writes the run directory; other ranks get no-op stand-ins.
+    run = distributed.on_main(RunDir.create, runs_dir, cfg.name, config_mod.dump(cfg),
+                              {**run_info(cfg.seed, session.device, cfg.name), "world_size": distributed.world_size()})
     run_loop(run, session, quiet)
     return run
 
@@ -262,20 +283,23 @@ def resume(run_path: Path, overrides: list[str] = (), allow_config_change: bool 
         return run, f"{run.path}: already completed ({info.get('iteration')} iterations); nothing to do"
 
     session = Session.build(cfg)
+    distributed.check_world_size(info.get("world_size"))
     state, path = resume_checkpoint(run)
+    distributed.check_world_size(state.get("world_size"))
     session.restore(state, path)
     if session.iteration >= cfg.train.iterations:
         return run, (f"{run.path}: checkpoint is at iteration {session.iteration} of "
                      f"{cfg.train.iterations}; nothing to do")
+    writer = distributed.on_main(lambda: run)  # rank 0 alone writes, as in `train`
     if changes:
-        run.write_config(config_mod.dump(cfg))
+        writer.write_config(config_mod.dump(cfg))
     # Rows after the checkpoint are redone; drop them (and any half-written last line) atomically.
-    truncate_metrics(run.metrics_path, session.iteration)
+    distributed.on_main(truncate_metrics, run.metrics_path, session.iteration)
     resumed = [*info.get("resumed", []), {"at": now_iso(), "iteration": session.iteration,
                                           "checkpoint": path.name, "config_changes": changes}]
-    run.update_info(status="running", pid=os.getpid(), host=os.uname().nodename, ended=None, error=None,
-                    device=str(session.device), resumed=resumed)
-    run_loop(run, session, quiet)
+    writer.update_info(status="running", pid=os.getpid(), host=os.uname().nodename, ended=None, error=None,
+                       device=str(session.device), resumed=resumed)
+    run_loop(writer, session, quiet)
     return run, None
 
 
@@ -296,7 +320,7 @@ def _alive(pid: object) -> bool:
 
 def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     tcfg, algo, optimizer = s.cfg.train, s.algo, s.optimizer
-    metrics = MetricsWriter(run.metrics_path)
+    metrics = distributed.on_main(MetricsWriter, run.metrics_path)
     start = time.perf_counter() - s.seconds
     window_start, window_tasks = time.perf_counter(), 0
     watch = FiniteWatch(s.iteration, s.device)
@@ -310,13 +334,14 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
                             "the previous one is kept") from None
 
     try:
-        with StopSignals() as stop, TrainProgress(tcfg.iterations, run.path.name, disable=quiet) as progress:
+        with (StopSignals() as stop,
+              TrainProgress(tcfg.iterations, str(run.path.name), disable=quiet or not distributed.is_main()) as progress):
             while s.iteration < tcfg.iterations:
-                if stop.signum is not None:
+                if stop.requested(s.device):
                     watch.check(s.iteration)
                     save("last")
-                    raise Interrupted(stop.signum, s.iteration, saved=True)
-                batch = s.family.sample(tcfg.meta_batch_size, s.task_gen)
+                    raise Interrupted(stop.signum or signal.SIGTERM, s.iteration, saved=True)
+                batch = distributed.my_share(s.family.sample(tcfg.meta_batch_size, s.task_gen))
                 stats = algo.meta_step(batch, optimizer, s.iteration)
                 s.iteration += 1
                 stop.iteration = s.iteration
@@ -335,7 +360,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
                 watch.check(it, val)
 
                 if logged:
-                    values = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+                    values = dict(zip(stats, distributed.mean_over_ranks(torch.stack(list(stats.values()))).tolist()))
                     now = time.perf_counter()
                     tasks_per_s = window_tasks / max(now - window_start, 1e-9)
                     metrics.write({"iteration": it, **values, "val_query_loss": val,
