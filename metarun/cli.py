@@ -88,9 +88,10 @@ def resume(
 
     with user_errors():
         run, nothing_to_do = resume_training(run_dir, list(overrides or []), allow_config_change, quiet=quiet)
-    if nothing_to_do:
-        print(f"metarun: {nothing_to_do}", file=sys.stderr)
-    print(run.path)
+    if distributed.is_main():  # under torchrun, rank 0 alone reports
+        if nothing_to_do:
+            print(f"metarun: {nothing_to_do}", file=sys.stderr)
+        print(run.path)
 
 
 @app.command("eval")
