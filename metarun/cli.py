@@ -1,7 +1,9 @@
 """The `metarun` command line (Typer).
 
-Exit codes: 0 success, 1 training diverged, 2 bad input (one line on stderr),
-130 interrupted (Ctrl-C).
+Exit codes: 0 success (also: resuming a run that is already complete),
+1 training failed (diverged, or a write failed; the last good checkpoint is
+kept), 2 bad input (one line on stderr, nothing written), 130 interrupted by
+SIGINT (Ctrl-C), 143 by SIGTERM; both save a checkpoint (`metarun resume`).
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ def fail(message: str, code: int) -> None:
 
 @contextmanager
 def user_errors():
-    from metarun.train import Divergence
+    from metarun.train import Interrupted, RunFailed
 
     try:
         yield
     except UserError as exc:
         fail(str(exc), 2)
-    except Divergence as exc:
+    except RunFailed as exc:
         fail(str(exc), 1)
-    except KeyboardInterrupt:
-        print("metarun: interrupted; checkpoint saved, run marked interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"metarun: {exc}; continue with `metarun resume RUN_DIR`", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:  # before training started, or outside the main thread
+        print("metarun: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
 
 
@@ -66,6 +71,26 @@ def train(
         cfg = config_mod.load(config, [*(overrides or []), *extra])
         run = run_training(cfg, runs_dir, quiet=quiet)
     if distributed.is_main():  # under torchrun, rank 0 alone owns (and prints) the run directory
+        print(run.path)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `metarun train`.", show_default=False)],
+    overrides: SetOption = None,
+    allow_config_change: Annotated[bool, typer.Option(
+        "--allow-config-change", help="Accept --set changes to the run's config (the result is no longer "
+        "the uninterrupted run's).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Continue a stopped run from its last checkpoint, exactly as if never stopped."""
+    from metarun.train import resume as resume_training
+
+    with user_errors():
+        run, nothing_to_do = resume_training(run_dir, list(overrides or []), allow_config_change, quiet=quiet)
+    if distributed.is_main():  # under torchrun, rank 0 alone reports
+        if nothing_to_do:
+            print(f"metarun: {nothing_to_do}", file=sys.stderr)
         print(run.path)
 
 
