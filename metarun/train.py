@@ -14,6 +14,7 @@ import torch
 
 from metarun import config as config_mod
 from metarun.algorithms import Algorithm, make_algorithm
+from metarun.compiling import maybe_compile
 from metarun.config import Config
 from metarun.errors import UserError
 from metarun.progress import TrainProgress
@@ -67,10 +68,12 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     family = make_family(cfg.task)
     algo = make_algorithm(cfg, family.dx, family.dy).to(device)
     optimizer = algo.make_optimizer(cfg.train.meta_lr)
+    compile_seconds = maybe_compile(algo, family, cfg, device)
     task_gen = make_generator(cfg.seed, "train", device)
     val_batch = family.sample(cfg.train.val_tasks, make_generator(cfg.seed, "validation", device))
 
-    run = RunDir.create(runs_dir, cfg.name, config_mod.dump(cfg), run_info(cfg.seed, device, cfg.name))
+    info = run_info(cfg.seed, device, cfg.name) | {"compile_seconds": compile_seconds}
+    run = RunDir.create(runs_dir, cfg.name, config_mod.dump(cfg), info)
     metrics = MetricsWriter(run.metrics_path)
     tcfg = cfg.train
     best_val = math.inf
