@@ -31,7 +31,8 @@ from metarun.train import resolve_device  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(name: str, batch_size: int, steps: int, width: int, device: torch.device, seconds: float) -> tuple[float, float, float | None]:
+def measure(name: str, batch_size: int, steps: int, width: int, device: torch.device,
+            seconds: float) -> tuple[float, float, float | None]:
     """(meta-iterations/s, autograd-saved MiB, CUDA peak MiB or None) of one configuration."""
     cfg = config_mod.load(ROOT / "configs/maml.yaml", [f"algorithm.name={name}", f"algorithm.inner_steps={steps}",
                                                        f"model.hidden=[{width},{width}]"])

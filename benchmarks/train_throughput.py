@@ -14,10 +14,7 @@ import json
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table  # noqa: E402
@@ -71,7 +68,8 @@ def main(argv=None) -> int:
             window = 1000
             times = [secs[i + window - 1] - (secs[i - 1] if i else 0.0) for i in range(0, len(secs) - window + 1, window)]
             print(f"seconds per {window} iterations, in order: {' '.join(f'{t:.2f}' for t in times)}")
-            print(f"last / first window: {times[-1] / times[0]:.2f}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"last / first window: {times[-1] / times[0]:.2f}; peak RSS {rss:.0f} MiB")
     return 0
 
 
