@@ -53,6 +53,17 @@ def sequential(net_init) -> torch.nn.Sequential:
     return torch.nn.Sequential(*mods)
 
 
+def training_step(meta_loss, opt):
+    """One meta-iteration of a per-task-loop implementation: meta-gradient, then Adam."""
+
+    def step(batch):
+        opt.zero_grad(set_to_none=True)
+        meta_loss(batch).backward()
+        opt.step()
+
+    return step
+
+
 # ----------------------------------------------------------------- implementations
 # Each builder returns (meta_gradient(batch) -> list of grads, train_step(batch)).
 
@@ -95,11 +106,7 @@ def build_loop(cfg, net_init, device):
             total = total + mse(forward(fast, qx[t]), qy[t])
         return total / sx.shape[0]
 
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        meta_loss(batch).backward()
-        opt.step()
-
+    step = training_step(meta_loss, opt)
     return lambda batch: list(torch.autograd.grad(meta_loss(batch), params)), step
 
 
@@ -158,11 +165,7 @@ def build_learn2learn(cfg, net_init, device):
             total = total + mse(learner(qx[t]), qy[t])
         return total / sx.shape[0]
 
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        meta_loss(batch).backward()
-        opt.step()
-
+    step = training_step(meta_loss, opt)
     return lambda batch: list(torch.autograd.grad(meta_loss(batch), list(maml.parameters()))), step
 
 
@@ -185,11 +188,7 @@ def build_higher(cfg, net_init, device):
                 total = total + mse(fnet(qx[t]), qy[t])
         return total / sx.shape[0]
 
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        meta_loss(batch).backward()
-        opt.step()
-
+    step = training_step(meta_loss, opt)
     return lambda batch: list(torch.autograd.grad(meta_loss(batch), list(net.parameters()))), step
 
 
