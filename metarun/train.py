@@ -32,6 +32,7 @@ import torch.distributed as dist
 from metarun import config as config_mod
 from metarun import distributed
 from metarun.algorithms import Algorithm, make_algorithm
+from metarun.compiling import maybe_compile
 from metarun.config import Config
 from metarun.errors import UserError
 from metarun.progress import TrainProgress
@@ -134,6 +135,7 @@ class Session:
     iteration: int = 0
     best_val: float = math.inf
     seconds: float = 0.0  # training time before this process (a resumed run continues the clock)
+    compile_seconds: float | None = None  # None: the meta-loss runs eagerly
 
     @classmethod
     def build(cls, cfg: Config) -> Session:
@@ -142,10 +144,11 @@ class Session:
         family = make_family(cfg.task)
         algo = make_algorithm(cfg, family.dx, family.dy).to(device)
         optimizer = algo.make_optimizer(cfg.train.meta_lr)
+        compile_seconds = maybe_compile(algo, family, cfg, device)
         task_gen = make_generator(cfg.seed, "train", device)
         # The validation tasks come from their own stream and are redrawn, identically, on resume.
         val_batch = family.sample(cfg.train.val_tasks, make_generator(cfg.seed, "validation", device))
-        return cls(cfg, device, family, algo, optimizer, task_gen, val_batch)
+        return cls(cfg, device, family, algo, optimizer, task_gen, val_batch, compile_seconds=compile_seconds)
 
     def checkpoint(self, seconds: float) -> dict:
         rng = {"tasks": self.task_gen.get_state(), "torch": torch.get_rng_state()}
@@ -223,7 +226,8 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     session = Session.build(cfg)  # every config / device error is raised before anything is written
     # Only rank 0 writes the run directory; other ranks get no-op stand-ins.
     run = distributed.on_main(RunDir.create, runs_dir, cfg.name, config_mod.dump(cfg),
-                              {**run_info(cfg.seed, session.device, cfg.name), "world_size": distributed.world_size()})
+                              {**run_info(cfg.seed, session.device, cfg.name), "world_size": distributed.world_size(),
+                               "compile_seconds": session.compile_seconds})
     run_loop(run, session, quiet)
     return run
 

@@ -36,7 +36,8 @@ class Algorithm(nn.Module):
         self.dx, self.dy = dx, dy
 
     def make_optimizer(self, meta_lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=meta_lr)
+        # fused: one kernel for all parameters instead of ~10 small ops per parameter (~2x faster step here)
+        return torch.optim.Adam(self.parameters(), lr=meta_lr, fused=True)
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, Stats]:
         """The loss whose gradient is the meta-gradient, and stats to log."""
