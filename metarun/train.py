@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from metarun import config as config_mod
-from metarun import distributed
+from metarun import distributed, tensorboard_log
 from metarun.algorithms import Algorithm, make_algorithm
 from metarun.config import Config
 from metarun.errors import UserError
 from metarun.progress import TrainProgress
-from metarun.rundir import MetricsWriter, RunDir, now_iso, run_info
+from metarun.rundir import RunDir, now_iso, run_info
 from metarun.tasks import TaskBatch, make_family, make_generator
 
 
@@ -73,10 +73,12 @@ def train(cfg: Config, runs_dir: Path, quiet: bool = False) -> RunDir:
     task_gen = make_generator(cfg.seed, "train", device)
     val_batch = family.sample(cfg.train.val_tasks, make_generator(cfg.seed, "validation", device))
 
+    if cfg.train.tensorboard:
+        tensorboard_log.require()  # before the run directory exists
     # Only rank 0 writes the run directory; other ranks get no-op stand-ins.
     run = distributed.on_main(RunDir.create, runs_dir, cfg.name, config_mod.dump(cfg),
                               {**run_info(cfg.seed, device, cfg.name), "world_size": dist_ctx.world_size})
-    metrics = distributed.on_main(MetricsWriter, run.metrics_path)
+    metrics = distributed.on_main(tensorboard_log.metrics_writer, run, cfg.train.tensorboard)
     tcfg = cfg.train
     best_val = math.inf
     iteration = 0
