@@ -1,11 +1,11 @@
 """`metarun sweep` and `metarun train --seeds`: many ordinary runs from one config.
 
 `--grid algorithm.inner_lr=0.001,0.01 --grid algorithm.inner_steps=1,5` is the
-cross product (4 runs). Each is a plain `python -m metarun train CONFIG --set
-... --quiet` subprocess making an ordinary run directory, so a crash in one
-run cannot take the others down and `--jobs N` runs N at once. Every setting
-is validated before the first run starts: a typo fails fast, with no run
-directory written.
+cross product (4 runs), each an ordinary run directory. With `--jobs 1` they
+train one after another in this process; with `--jobs N` as N plain
+`python -m metarun train CONFIG --set ... --quiet` subprocesses at once. A
+failed run is recorded and the others go on. Every setting is validated
+before the first run starts: a typo fails fast, with no run directory written.
 """
 
 from __future__ import annotations
@@ -91,6 +91,19 @@ def launch(config: Path, sets: list[str], runs_dir: Path, threads: int | None) -
     return {"exit_code": proc.returncode, "run": run, "error": err[-1] if proc.returncode and err else None}
 
 
+def train_here(config: Path, sets: list[str], runs_dir: Path, threads: int | None) -> dict:
+    """Train one point in this process; the same result fields as `launch`."""
+    from metarun.train import Divergence, train
+
+    try:
+        run = train(config_mod.load(config, sets), runs_dir, quiet=True)
+    except UserError as exc:
+        return {"exit_code": 2, "run": None, "error": f"metarun: error: {exc}"}
+    except Divergence as exc:
+        return {"exit_code": 1, "run": None, "error": f"metarun: error: {exc}"}
+    return {"exit_code": 0, "run": str(run.path), "error": None}
+
+
 def run_sweep(config: Path, overrides: list[str], grid: Grid, runs_dir: Path, jobs: int = 1,
               report: Callable[[str], None] | None = None) -> list[dict]:
     """Run every point (in grid order in the result); `report` gets a line as each one ends."""
@@ -99,9 +112,10 @@ def run_sweep(config: Path, overrides: list[str], grid: Grid, runs_dir: Path, jo
     points = plan(config, overrides, grid)
     # N torch processes on N cores: one thread each unless the user chose otherwise.
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    runner = launch if jobs > 1 else train_here
     results: list[dict | None] = [None] * len(points)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(launch, config, p["sets"], runs_dir, threads): i for i, p in enumerate(points)}
+        futures = {pool.submit(runner, config, p["sets"], runs_dir, threads): i for i, p in enumerate(points)}
         for done, future in enumerate(as_completed(futures), start=1):
             i = futures[future]
             results[i] = {"setting": points[i]["setting"], **future.result()}
