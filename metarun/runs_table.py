@@ -32,18 +32,19 @@ def _float(text: str | None) -> float | None:
 
 
 def metrics_summary(path: Path) -> dict:
-    """Last logged query loss and best validation loss from metrics.csv."""
-    last, best = None, None
+    """Last logged iteration and query loss, and best validation loss, from metrics.csv."""
+    last, best, iteration = None, None, None
     try:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
+                iteration = int(row["iteration"]) if (row.get("iteration") or "").isdigit() else iteration
                 last = _float(row.get("query_loss")) if row.get("query_loss") else last
                 val = _float(row.get("val_query_loss"))
                 if val is not None and (best is None or val < best):
                     best = val
     except (OSError, csv.Error):
         pass
-    return {"last_query_loss": last, "best_val_query_loss": best}
+    return {"logged_iteration": iteration, "last_query_loss": last, "best_val_query_loss": best}
 
 
 def latest_eval(run: RunDir) -> dict | None:
@@ -69,6 +70,10 @@ def run_row(path: Path) -> dict:
     except UserError:
         cfg = {}
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+    metrics = metrics_summary(run.metrics_path)
+    logged = metrics.pop("logged_iteration")
+    # run.json's iteration moves at checkpoints only; a live run's metrics.csv is ahead of it.
+    iteration = max(i for i in (info.get("iteration"), logged, 0) if isinstance(i, int))
     return {
         "run": str(run.path),
         "name": info.get("name", cfg.get("name")),
@@ -76,10 +81,10 @@ def run_row(path: Path) -> dict:
         "family": section("task").get("family"),
         "seed": info.get("seed"),
         "status": info.get("status"),
-        "iteration": info.get("iteration"),
+        "iteration": iteration,
         "iterations": section("train").get("iterations"),
         "started": info.get("started"),
-        **metrics_summary(run.metrics_path),
+        **metrics,
         "latest_eval": latest_eval(run),
     }
 
