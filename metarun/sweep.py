@@ -137,8 +137,10 @@ def render(results: list[dict]) -> str:
     t = Table()
     for key in keys:
         t.add_column(key, justify="right")
-    for col in ("status", "best val", "last query", "run"):
-        t.add_column(col)
+    t.add_column("status")
+    t.add_column("best val", justify="right")
+    t.add_column("last query", justify="right")
+    t.add_column("run")
     for r in results:
         s = r["summary"] or {}
         status = s.get("status") or f"exit {r['exit_code']}"
