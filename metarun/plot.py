@@ -139,15 +139,23 @@ def figure(paths: list[Path], checkpoint: str = "best", overrides: list[str] = (
                yscale="log")
     axes[0, 0].legend(fontsize=7)
 
-    x = x_grid(family, shown).cpu()
-    truth = family.function(shown.params, x_grid(family, shown)).cpu()  # [n, G, 1]
+    if fits:
+        x = x_grid(family, shown).cpu()
+        try:
+            truth = family.function(shown.params, x_grid(family, shown)).cpu()  # [n, G, 1]
+        except NotImplementedError:  # e.g. GP tasks: no closed form, show the query points instead
+            truth = None
     for row, (i, preds) in enumerate(fits, start=1):
         for col in range(COLUMNS):
             ax = axes[row, col]
             if col >= len(shown):
                 ax.axis("off")
                 continue
-            ax.plot(x[col, :, 0], truth[col, :, 0], color="black", lw=2, label="true function")
+            if truth is not None:
+                ax.plot(x[col, :, 0], truth[col, :, 0], color="black", lw=2, label="true function")
+            else:
+                ax.scatter(shown.query_x[col, :, 0].cpu(), shown.query_y[col, :, 0].cpu(), color="black", s=4,
+                           label="query points")
             ax.scatter(shown.support_x[col, :, 0].cpu(), shown.support_y[col, :, 0].cpu(), color="purple",
                        marker="^", zorder=3, label="support points")
             for (steps, pred), style in zip(preds.items(), (":", "--", "-")):

@@ -246,3 +246,12 @@ def test_config_field_documented():
     keys = {key for key, _, _ in config_mod.describe()}
     assert "train.tensorboard" in keys
     assert yaml.safe_load(config_mod.dump(tiny_config()))["train"]["tensorboard"] is False
+
+
+def test_plot_panels_for_families_without_a_1d_curve(tmp_path):
+    """random_mlp (dx=10): no fitted-function row; gp (no closed form): fitted row with query points."""
+    mlp = train(tiny_config(task={"family": "random_mlp"}), tmp_path, quiet=True).path
+    gp = train(tiny_config(task={"family": "gp"}), tmp_path, quiet=True).path
+    assert len(plot_mod.figure([mlp], device="cpu", dpi=30).axes) == 3
+    fig = plot_mod.figure([gp], device="cpu", dpi=30)
+    assert len(fig.axes) == 6 and len(fig.axes[3].lines) == 3  # predictions after 0, 1, 10 steps; no true curve
