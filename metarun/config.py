@@ -73,6 +73,8 @@ class TrainConfig:
     val_tasks: int = option(500, "size of the fixed validation task set", min=1)
     compile: bool | None = option(None, "torch.compile the meta-loss (null: only when iterations >= 10000; "
                                          "compiling costs 15-60 s once)")
+    tensorboard: bool = option(False, "also write the metrics as TensorBoard events in RUN_DIR/tensorboard "
+                                      "(needs the tensorboard extra)")
 
 
 @dataclass

@@ -79,21 +79,24 @@ def shifted_config(trained: dict, overrides: list[str]) -> Config:
     return cfg
 
 
-def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = (), device: str = "auto") -> dict:
-    """Evaluate a run; `overrides` are `--set` strings applied to the run's own
-    config (eval.* for the protocol, task.* for an out-of-distribution shift)."""
+def open_run(run_path: Path, overrides: list[str] = ()) -> tuple[RunDir, Config, Config]:
+    """(run, config with `overrides` applied, config as trained)."""
     run = RunDir.open(run_path)
     trained = config_mod.read_yaml(run.config_path)
-    trained_cfg = config_mod.resolve(trained)
-    cfg = shifted_config(trained, overrides)
-    dev = resolve_device(device)
-    algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
-    batch = held_out_tasks(family, cfg, dev)
+    return run, shifted_config(trained, overrides), config_mod.resolve(trained)
+
+
+def task_losses(algo: Algorithm, batch: TaskBatch, steps: int, inner_lr: float | None) -> torch.Tensor:
+    """Query MSE of every task after 0..steps adaptation steps: [B, steps + 1].
+    A model-based learner has no inner loop: its one figure fills every step."""
+    losses = algo.adaptation_losses(batch, steps if algo.adapts else 0, inner_lr)
+    return losses if algo.adapts else losses[:, :1].expand(-1, steps + 1)
+
+
+def describe_run(run: RunDir, cfg: Config, trained_cfg: Config, algo: Algorithm, checkpoint: str,
+                 state: dict, dev: torch.device) -> dict:
+    """The JSON fields that say what was evaluated and how (all but the losses)."""
     e = cfg.eval
-    steps = e.steps if algo.adapts else 0
-    losses = algo.adaptation_losses(batch, steps, e.inner_lr)  # [B, steps + 1]
-    if not algo.adapts:  # no inner loop: the same figure at every step
-        losses = losses[:, :1].expand(-1, e.steps + 1)
     return {
         "run": str(run.path),
         "algorithm": cfg.algorithm.name,
@@ -111,8 +114,18 @@ def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = ()
         "task_shifted": asdict(cfg.task) != asdict(trained_cfg.task),
         "device": str(dev),
         "created": now_iso(),
-        "query_mse": summarize(losses),
     }
+
+
+def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = (), device: str = "auto") -> dict:
+    """Evaluate a run; `overrides` are `--set` strings applied to the run's own
+    config (eval.* for the protocol, task.* for an out-of-distribution shift)."""
+    run, cfg, trained_cfg = open_run(run_path, overrides)
+    dev = resolve_device(device)
+    algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
+    batch = held_out_tasks(family, cfg, dev)
+    losses = task_losses(algo, batch, cfg.eval.steps, cfg.eval.inner_lr)  # [B, steps + 1]
+    return {**describe_run(run, cfg, trained_cfg, algo, checkpoint, state, dev), "query_mse": summarize(losses)}
 
 
 def render(result: dict) -> str:
@@ -131,9 +144,14 @@ def render(result: dict) -> str:
     q = result["query_mse"]
     for step, (m, ci) in enumerate(zip(q["mean"], q["ci95"])):
         t.add_row(str(step), f"{m:.4f}", f"± {ci:.4f}")
-    console = Console(record=True, width=120, file=io.StringIO())
-    console.print(t)
-    return "\n".join(lines) + "\n" + console.export_text()
+    return "\n".join(lines) + "\n" + table_text(t)
+
+
+def table_text(table: Table, width: int = 120) -> str:
+    """A rich table as plain text (no colour codes), the same on a terminal and in a pipe."""
+    console = Console(record=True, width=width, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 def save(run_path: Path, result: dict, rendered: str) -> Path:

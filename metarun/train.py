@@ -30,13 +30,13 @@ import torch
 import torch.distributed as dist
 
 from metarun import config as config_mod
-from metarun import distributed
+from metarun import distributed, tensorboard_log
 from metarun.algorithms import Algorithm, make_algorithm
 from metarun.compiling import maybe_compile
 from metarun.config import Config
 from metarun.errors import UserError
 from metarun.progress import TrainProgress
-from metarun.rundir import MetricsWriter, RunDir, UnreadableCheckpoint, load_checkpoint, now_iso, run_info, truncate_metrics
+from metarun.rundir import RunDir, UnreadableCheckpoint, load_checkpoint, now_iso, run_info, truncate_metrics
 from metarun.tasks import TaskBatch, TaskFamily, make_family, make_generator
 
 
@@ -139,6 +139,8 @@ class Session:
 
     @classmethod
     def build(cls, cfg: Config) -> Session:
+        if cfg.train.tensorboard:
+            tensorboard_log.require()  # a missing extra is bad input, reported before anything is written
         device = distributed.setup(resolve_device(cfg.device), cfg.train.meta_batch_size).device
         torch.manual_seed(cfg.seed)
         family = make_family(cfg.task)
@@ -324,7 +326,7 @@ def _alive(pid: object) -> bool:
 
 def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     tcfg, algo, optimizer = s.cfg.train, s.algo, s.optimizer
-    metrics = distributed.on_main(MetricsWriter, run.metrics_path)
+    metrics = distributed.on_main(tensorboard_log.metrics_writer, run, s.cfg.train.tensorboard)
     start = time.perf_counter() - s.seconds
     window_start, window_tasks = time.perf_counter(), 0
     watch = FiniteWatch(s.iteration, s.device)

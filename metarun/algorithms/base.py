@@ -60,3 +60,9 @@ class Algorithm(nn.Module):
     def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
         """Query MSE of every task after 0..steps adaptation steps: [B, steps + 1]."""
         raise NotImplementedError
+
+    def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        """Predictions at inputs x [B, N, dx] for each task of `batch` after `steps`
+        adaptation steps on its support set: [B, N, dy] (for plots of fitted functions).
+        Optional; a learner without an inner loop ignores `steps`."""
+        raise NotImplementedError(f"{self.name} cannot show its predictions")

@@ -95,11 +95,16 @@ class MAML(Algorithm):
         return loss, {"support_loss": support_pre.mean(), "query_loss_pre": query_pre.mean(),
                       "query_loss": loss.detach()}
 
-    def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+    def frozen_inner(self, inner_lr: float | None) -> tuple[Params, float | Params]:
+        """(meta-parameters, inner step sizes), detached: for evaluation, not training."""
         params = {k: v.detach() for k, v in self.meta_params().items()}
         lr = self.inner_lr(inner_lr)
         if isinstance(lr, dict):
             lr = {k: v.detach() for k, v in lr.items()}
+        return params, lr
+
+    def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        params, lr = self.frozen_inner(inner_lr)
         adapt, grad_fn = self.adapt_keys(), self.grad_fn()
 
         def curve(p, lr, sx, sy, qx, qy):
@@ -109,6 +114,17 @@ class MAML(Algorithm):
             curve = vmap(curve, in_dims=(None, None, 0, 0, 0, 0))
         with torch.no_grad():
             return curve(params, lr, *batch.tensors())  # [B, steps + 1]
+
+    def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        params, lr = self.frozen_inner(inner_lr)
+        adapt = self.adapt_keys()
+
+        def predict(p, lr, sx, sy, xs):  # one task: [K, dx], [K, dy], [N, dx] -> [N, dy]
+            adapted, _ = sgd_adapt(self.loss_fn, p, sx, sy, lr, steps, first_order=True, adapt=adapt)
+            return self.net.functional(adapted, xs)
+
+        with torch.no_grad():
+            return vmap(predict, in_dims=(None, None, 0, 0, 0))(params, lr, batch.support_x, batch.support_y, x)
 
 
 class FOMAML(MAML):
