@@ -71,6 +71,10 @@ class TrainConfig:
     checkpoint_every: int = option(5000, "write checkpoints/iter-N.pt every N iterations", min=1)
     val_every: int = option(500, "score the validation tasks every N iterations (picks best.pt)", min=1)
     val_tasks: int = option(500, "size of the fixed validation task set", min=1)
+    compile: bool | None = option(None, "torch.compile the meta-loss (null: only when iterations >= 10000; "
+                                         "compiling costs 15-60 s once)")
+    tensorboard: bool = option(False, "also write the metrics as TensorBoard events in RUN_DIR/tensorboard "
+                                      "(needs the tensorboard extra)")
 
 
 @dataclass

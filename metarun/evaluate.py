@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from metarun import config as config_mod
 from metarun.algorithms import Algorithm, make_algorithm
-from metarun.config import Config
+from metarun.config import Config, TaskConfig
 from metarun.errors import UserError
 from metarun.rundir import RunDir, now_iso, write_json
 from metarun.tasks import TaskBatch, TaskFamily, make_family, make_generator
@@ -56,24 +56,47 @@ def held_out_tasks(family: TaskFamily, cfg: Config, device: torch.device) -> Tas
     return family.sample(e.tasks, gen, support_shots=e.shots or cfg.task.support_shots, query_shots=e.query_shots)
 
 
-def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = (), device: str = "auto") -> dict:
-    """Evaluate a run; `overrides` are `--set` strings applied to the run's own
-    config (eval.* for the protocol, task.* for an out-of-distribution shift)."""
+def shifted_config(trained: dict, overrides: list[str]) -> Config:
+    """The run's config with the eval `--set` overrides applied.
+
+    A changed `task.family` starts the task section from the new family's
+    defaults (keeping only the shared fields: shots and noise), since the old
+    family's ranges mean nothing to it. Input and output dimensions must stay
+    those the network was trained for; anything else is a legitimate shift.
+    """
+    before = make_family(config_mod.resolve(trained).task)
+    data = trained
+    task = config_mod.apply_overrides(trained, overrides).get("task")
+    if isinstance(task, dict) and task.get("family", before.name) != before.name:
+        shared = {f.name for f in fields(TaskConfig)} - {"family"}
+        data = {**trained, "task": {k: v for k, v in trained.get("task", {}).items() if k in shared}}
+    cfg = config_mod.resolve(data, overrides)
+    after = make_family(cfg.task)
+    if (before.dx, before.dy) != (after.dx, after.dy):
+        raise UserError(f"task: this run's network takes dx={before.dx}, dy={before.dy} ({before.name}); "
+                        f"the --set task overrides give dx={after.dx}, dy={after.dy} ({after.name}); "
+                        "evaluation cannot change the input or output dimension")
+    return cfg
+
+
+def open_run(run_path: Path, overrides: list[str] = ()) -> tuple[RunDir, Config, Config]:
+    """(run, config with `overrides` applied, config as trained)."""
     run = RunDir.open(run_path)
     trained = config_mod.read_yaml(run.config_path)
-    trained_cfg = config_mod.resolve(trained)
-    cfg = config_mod.resolve(trained, overrides)
-    dev = resolve_device(device)
-    algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
-    batch = held_out_tasks(family, cfg, dev)
+    return run, shifted_config(trained, overrides), config_mod.resolve(trained)
+
+
+def task_losses(algo: Algorithm, batch: TaskBatch, steps: int, inner_lr: float | None) -> torch.Tensor:
+    """Query MSE of every task after 0..steps adaptation steps: [B, steps + 1].
+    A model-based learner has no inner loop: its one figure fills every step."""
+    losses = algo.adaptation_losses(batch, steps if algo.adapts else 0, inner_lr)
+    return losses if algo.adapts else losses[:, :1].expand(-1, steps + 1)
+
+
+def describe_run(run: RunDir, cfg: Config, trained_cfg: Config, algo: Algorithm, checkpoint: str,
+                 state: dict, dev: torch.device) -> dict:
+    """The JSON fields that say what was evaluated and how (all but the losses)."""
     e = cfg.eval
-    steps = e.steps if algo.adapts else 0
-    losses = algo.adaptation_losses(batch, steps, e.inner_lr)  # [B, steps + 1]
-    if not algo.adapts:  # no inner loop: the same figure at every step
-        losses = losses[:, :1].expand(-1, e.steps + 1)
-    # Per-task scalars such as the CNP's NLL: {name: {mean, std, ci95}}.
-    extra = {name: {k: v[0] for k, v in summarize(values[:, None]).items()}
-             for name, values in algo.eval_metrics(batch).items()}
     return {
         "run": str(run.path),
         "algorithm": cfg.algorithm.name,
@@ -91,9 +114,22 @@ def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = ()
         "task_shifted": asdict(cfg.task) != asdict(trained_cfg.task),
         "device": str(dev),
         "created": now_iso(),
-        "query_mse": summarize(losses),
-        "metrics": extra,
     }
+
+
+def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = (), device: str = "auto") -> dict:
+    """Evaluate a run; `overrides` are `--set` strings applied to the run's own
+    config (eval.* for the protocol, task.* for an out-of-distribution shift)."""
+    run, cfg, trained_cfg = open_run(run_path, overrides)
+    dev = resolve_device(device)
+    algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
+    batch = held_out_tasks(family, cfg, dev)
+    losses = task_losses(algo, batch, cfg.eval.steps, cfg.eval.inner_lr)  # [B, steps + 1]
+    # Per-task scalars such as the CNP's NLL: {name: {mean, std, ci95}}.
+    extra = {name: {k: v[0] for k, v in summarize(values[:, None]).items()}
+             for name, values in algo.eval_metrics(batch).items()}
+    return {**describe_run(run, cfg, trained_cfg, algo, checkpoint, state, dev), "query_mse": summarize(losses),
+            "metrics": extra}
 
 
 def render(result: dict) -> str:
@@ -112,11 +148,16 @@ def render(result: dict) -> str:
     q = result["query_mse"]
     for step, (m, ci) in enumerate(zip(q["mean"], q["ci95"])):
         t.add_row(str(step), f"{m:.4f}", f"± {ci:.4f}")
-    console = Console(record=True, width=120, file=io.StringIO())
-    console.print(t)
-    extra = [f"{name.replace('_', ' ')}: {v['mean']:.4f} ± {v['ci95']:.4f} (95% CI)"
+    extra = [f"{name.replace('_', ' ')}: {v['mean']:.4f} ± {v['ci95']:.4f} (95% CI)\n"
              for name, v in result.get("metrics", {}).items()]
-    return "\n".join(lines) + "\n" + console.export_text() + "".join(line + "\n" for line in extra)
+    return "\n".join(lines) + "\n" + table_text(t) + "".join(extra)
+
+
+def table_text(table: Table, width: int = 120) -> str:
+    """A rich table as plain text (no colour codes), the same on a terminal and in a pipe."""
+    console = Console(record=True, width=width, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 def save(run_path: Path, result: dict, rendered: str) -> Path:

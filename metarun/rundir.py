@@ -17,9 +17,11 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -108,21 +110,27 @@ class RunDir:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         # Build the directory under a hidden name and rename it into place, so
         # a crash mid-creation never leaves a half-made run for `runs` to list.
+        # Two runs started in the same second differ by their random suffix; if even
+        # that collides (checked, and enforced by `rename` refusing a non-empty target),
+        # draw again.
         for _ in range(100):
             final = runs_dir / f"{stamp}_{safe}_{secrets.token_hex(3)}"
-            if not final.exists():
-                break
-        staging = runs_dir / f".{final.name}.creating"
-        try:
-            staging.mkdir()
-            (staging / "checkpoints").mkdir()
-            (staging / "eval").mkdir()
-            (staging / "config.yaml").write_text(config_yaml)
-            write_json(staging / "run.json", info)
-            os.rename(staging, final)
-        except OSError as exc:
-            raise UserError(f"{runs_dir}: cannot write run directory ({exc.strerror})") from None
-        return cls(final)
+            if final.exists():
+                continue
+            staging = runs_dir / f".{final.name}.{secrets.token_hex(4)}.creating"
+            try:
+                staging.mkdir()
+                (staging / "checkpoints").mkdir()
+                (staging / "eval").mkdir()
+                (staging / "config.yaml").write_text(config_yaml)
+                write_json(staging / "run.json", info)
+                os.rename(staging, final)
+                return cls(final)
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not final.exists():
+                    raise UserError(f"{runs_dir}: cannot write run directory ({exc.strerror})") from None
+        raise UserError(f"{runs_dir}: could not find a free run directory name")
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -132,6 +140,9 @@ class RunDir:
         if not run.config_path.is_file() or not run.info_path.is_file():
             raise UserError(f"{path}: not a metarun run directory (no config.yaml and run.json)")
         return run
+
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write(self.config_path, lambda f: f.write(config_yaml.encode()))
 
     # -- run.json -----------------------------------------------------------------------
 
@@ -154,6 +165,12 @@ class RunDir:
             return self.checkpoints / f"{which}.pt"
         return Path(which)
 
+    def periodic_checkpoints(self) -> list[Path]:
+        """checkpoints/iter-N.pt, newest (largest N) first."""
+        found = [(int(m.group(1)), p) for p in self.checkpoints.glob("iter-*.pt")
+                 if (m := re.fullmatch(r"iter-(\d+)\.pt", p.name))]
+        return [p for _, p in sorted(found, reverse=True)]
+
     def save_checkpoint(self, which: str, state: dict) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -163,19 +180,29 @@ class RunDir:
         return load_checkpoint(self.checkpoint_path(which), map_location)
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file that is truncated, corrupted or not a checkpoint at all
+    (as opposed to one carrying pickled objects, which is refused outright)."""
+
+
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint as plain tensors only: a pickled object is refused."""
+    """Load a checkpoint as plain tensors only: a pickled object is refused,
+    and never executed (weights_only=True unpickles no globals)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated, corrupt or unsafe files
-        reason = "contains objects other than tensors (refused)" if "weights_only" in str(exc) \
-            else "truncated or corrupted"
-        raise UserError(f"{path}: checkpoint {reason}") from None
+    except pickle.UnpicklingError as exc:
+        # weights_only names a refused class or function "Unsupported global"; every other
+        # unpickling failure (including garbage bytes read as opcodes) is damage, not tampering.
+        if "Unsupported global" in str(exc):
+            raise UserError(f"{path}: checkpoint contains pickled objects other than tensors (refused, not loaded)") from None
+        raise UnreadableCheckpoint(f"{path}: checkpoint truncated or corrupted") from None
+    except Exception:  # torch raises many types for truncated or corrupt files
+        raise UnreadableCheckpoint(f"{path}: checkpoint truncated or corrupted") from None
     if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"{path}: not a metarun checkpoint")
+        raise UnreadableCheckpoint(f"{path}: not a metarun checkpoint")
     return state
 
 
@@ -190,6 +217,7 @@ def run_info(cfg_seed: int, device: torch.device, name: str) -> dict:
         "metarun": metarun.__version__,
         "git_commit": _git_commit(),
         "host": platform.node(),
+        "pid": os.getpid(),
         "started": now_iso(),
         "ended": None,
         "iteration": 0,
@@ -197,10 +225,12 @@ def run_info(cfg_seed: int, device: torch.device, name: str) -> dict:
 
 
 class MetricsWriter:
-    """Appends one CSV row per logged iteration; each row is written whole and
-    flushed, so a reader never sees half a row."""
+    """Appends one CSV row per logged iteration. Each row goes out in one
+    `write` and is flushed, so a kill leaves at most one partial last line;
+    opening the file drops such a line, and `read_metrics` ignores it."""
 
     def __init__(self, path: Path):
+        drop_partial_line(path)
         new = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", newline="")
         if new:
@@ -209,12 +239,43 @@ class MetricsWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         line = io.StringIO()
-        csv.writer(line).writerow([_fmt(row.get(c)) for c in METRIC_COLUMNS])
+        csv.writer(line, lineterminator="\n").writerow([_fmt(row.get(c)) for c in METRIC_COLUMNS])
         self.file.write(line.getvalue())
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a file back to its last newline (a row half-written by a kill)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+
+
+def truncate_metrics(path: Path, iteration: int) -> None:
+    """Keep the header and the complete rows up to `iteration` (atomically): on
+    resume the rows after the checkpoint are recomputed, never duplicated."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")  # lines[-1] is b"" or a partial last line
+    header = lines[0] if len(lines) > 1 else ",".join(METRIC_COLUMNS).encode()
+    rows = lines[1:-1]
+    kept = [r for r in rows if r and _row_iteration(r) is not None and _row_iteration(r) <= iteration]
+    atomic_write(path, lambda f: f.write(b"\n".join([header, *kept]) + b"\n"))
+
+
+def _row_iteration(row: bytes) -> int | None:
+    try:
+        return int(row.split(b",", 1)[0])
+    except ValueError:
+        return None
 
 
 def _fmt(value: Any) -> str:
@@ -226,8 +287,11 @@ def _fmt(value: Any) -> str:
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """The complete rows of metrics.csv (a partial last line, from a run killed
+    mid-write or still being written, is left out)."""
+    text = Path(path).read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(complete, newline="")))
 
 
 def seconds_since(start: float) -> float:

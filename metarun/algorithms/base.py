@@ -36,7 +36,8 @@ class Algorithm(nn.Module):
         self.dx, self.dy = dx, dy
 
     def make_optimizer(self, meta_lr: float) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=meta_lr)
+        # fused: one kernel for all parameters instead of ~10 small ops per parameter (~2x faster step here)
+        return torch.optim.Adam(self.parameters(), lr=meta_lr, fused=True)
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, Stats]:
         """The loss whose gradient is the meta-gradient, and stats to log."""
@@ -63,3 +64,9 @@ class Algorithm(nn.Module):
     def eval_metrics(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
         """Held-out metrics besides the query MSE curve, name -> per-task values [B] (CNP: NLL)."""
         return {}
+
+    def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        """Predictions at inputs x [B, N, dx] for each task of `batch` after `steps`
+        adaptation steps on its support set: [B, N, dy] (for plots of fitted functions).
+        Optional; a learner without an inner loop ignores `steps`."""
+        raise NotImplementedError(f"{self.name} cannot show its predictions")

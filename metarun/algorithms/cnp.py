@@ -84,6 +84,11 @@ class CNP(Algorithm):
             per_task = ((mean - batch.query_y) ** 2).flatten(1).mean(1)  # [B]
         return per_task.unsqueeze(1).expand(-1, steps + 1)
 
+    def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        """Predictive mean at x [B, N, dx] with the support set as context (`steps` is ignored)."""
+        with torch.no_grad():
+            return self.predict(batch.support_x, batch.support_y, x)[0]
+
     def eval_metrics(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             mean, std = self.predict(batch.support_x, batch.support_y, batch.query_x)

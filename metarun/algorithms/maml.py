@@ -4,10 +4,18 @@ The meta-parameters are an initialisation. For each task, a few SGD steps on
 the support set give adapted weights; the loss of the adapted weights on the
 query set, averaged over the meta-batch, is the meta-loss. Second order
 differentiates through the inner steps; first order treats the inner
-gradients as constants. Work over the meta-batch is one `vmap`, not a loop.
+gradients as constants. Work over the meta-batch is vectorised, never a
+Python loop over tasks.
 
 Meta-SGD and ANIL are presets of this class: they override `inner_lr` and
 `adapt_keys`.
+
+Speed (see docs/speed.md): with the stock `loss_fn` and `task_losses`, the
+whole meta-batch goes through `task_losses` at once as [B, K, d] tensors (the
+MLP's hand-written forward and backprop broadcast over tasks), which is
+cheaper than `vmap`. A subclass that overrides either hook gets the generic
+path: `vmap` over tasks, and autograd for the inner gradient if it changed
+the loss.
 """
 
 from __future__ import annotations
@@ -15,13 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
-from metarun.algorithms.base import Algorithm, Stats, mse
-from metarun.algorithms.inner import Params, adaptation_curve, sgd_adapt
+from metarun.algorithms.base import Algorithm, Stats
+from metarun.algorithms.inner import GradFn, Params, adaptation_curve, sgd_adapt
 from metarun.config import AlgorithmConfig, Config, option
 from metarun.errors import UserError
-from metarun.models import MLP
+from metarun.models import MLP, task_mse
 from metarun.tasks import TaskBatch
 
 
@@ -56,39 +64,67 @@ class MAML(Algorithm):
     # -- the algorithm -----------------------------------------------------------------
 
     def loss_fn(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mse(functional_call(self.net, params, (x,)), y)
+        """MSE of one task ([K, d] -> scalar), or of each task of a batch ([B, K, d] -> [B])."""
+        return task_mse(self.net.functional(params, x), y)
+
+    def grad_fn(self) -> GradFn | None:
+        """The inner gradient: hand-written backprop for the stock loss, else None (autograd)."""
+        return self.net.mse_and_grad if type(self).loss_fn is MAML.loss_fn else None
+
+    def batched(self) -> bool:
+        """Whether `task_losses` may take the whole meta-batch at once (stock hooks only)."""
+        return type(self).loss_fn is MAML.loss_fn and type(self).task_losses is MAML.task_losses
 
     def meta_params(self) -> Params:
         return dict(self.net.named_parameters())
 
     def task_losses(self, params: Params, lr: float | Params, support_x, support_y, query_x, query_y):
-        """One task: (query loss after adaptation, support and query loss before)."""
-        adapted, support_pre = sgd_adapt(self.loss_fn, params, support_x, support_y, lr,
-                                         self.cfg.inner_steps, self.cfg.first_order, self.adapt_keys())
+        """One task: (query loss after adaptation, support and query loss before).
+        With `batched()`, the same for every task of [B, ...] tensors at once: three [B]."""
+        adapted, support_pre = sgd_adapt(self.loss_fn, params, support_x, support_y, lr, self.cfg.inner_steps,
+                                         self.cfg.first_order, self.adapt_keys(), self.grad_fn())
         query_post = self.loss_fn(adapted, query_x, query_y)
         with torch.no_grad():
             query_pre = self.loss_fn(params, query_x, query_y)
         return query_post, support_pre.detach(), query_pre
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, Stats]:
-        per_task = vmap(self.task_losses, in_dims=(None, None, 0, 0, 0, 0))
+        per_task = self.task_losses if self.batched() else vmap(self.task_losses, in_dims=(None, None, 0, 0, 0, 0))
         query_post, support_pre, query_pre = per_task(self.meta_params(), self.inner_lr(), *batch.tensors())
         loss = query_post.mean()
         return loss, {"support_loss": support_pre.mean(), "query_loss_pre": query_pre.mean(),
                       "query_loss": loss.detach()}
 
-    def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+    def frozen_inner(self, inner_lr: float | None) -> tuple[Params, float | Params]:
+        """(meta-parameters, inner step sizes), detached: for evaluation, not training."""
         params = {k: v.detach() for k, v in self.meta_params().items()}
         lr = self.inner_lr(inner_lr)
         if isinstance(lr, dict):
             lr = {k: v.detach() for k, v in lr.items()}
-        adapt = self.adapt_keys()
+        return params, lr
+
+    def adaptation_losses(self, batch: TaskBatch, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        params, lr = self.frozen_inner(inner_lr)
+        adapt, grad_fn = self.adapt_keys(), self.grad_fn()
 
         def curve(p, lr, sx, sy, qx, qy):
-            return adaptation_curve(self.loss_fn, p, sx, sy, qx, qy, lr, steps, adapt)
+            return adaptation_curve(self.loss_fn, p, sx, sy, qx, qy, lr, steps, adapt, grad_fn)
+
+        if type(self).loss_fn is not MAML.loss_fn:
+            curve = vmap(curve, in_dims=(None, None, 0, 0, 0, 0))
+        with torch.no_grad():
+            return curve(params, lr, *batch.tensors())  # [B, steps + 1]
+
+    def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
+        params, lr = self.frozen_inner(inner_lr)
+        adapt = self.adapt_keys()
+
+        def predict(p, lr, sx, sy, xs):  # one task: [K, dx], [K, dy], [N, dx] -> [N, dy]
+            adapted, _ = sgd_adapt(self.loss_fn, p, sx, sy, lr, steps, first_order=True, adapt=adapt)
+            return self.net.functional(adapted, xs)
 
         with torch.no_grad():
-            return vmap(curve, in_dims=(None, None, 0, 0, 0, 0))(params, lr, *batch.tensors())
+            return vmap(predict, in_dims=(None, None, 0, 0, 0))(params, lr, batch.support_x, batch.support_y, x)
 
 
 class FOMAML(MAML):

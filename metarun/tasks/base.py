@@ -1,4 +1,4 @@
-"""Synthetic regression task families and the batch type they produce.
+"""The batch type, seeds and the base class every task family builds on.
 
 A family draws a whole meta-batch at once, as tensors on the target device,
 from an explicit `torch.Generator`: same seed, same tasks. The draw order is
@@ -9,13 +9,12 @@ so changing the number of shots changes the points but not the functions.
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from metarun.config import Range, TaskConfig, option
+from metarun.config import Range, TaskConfig
 
 
 @dataclass
@@ -66,6 +65,15 @@ def uniform(bounds: Range, shape: tuple[int, ...], gen: torch.Generator) -> torc
     return low + (high - low) * torch.rand(shape, generator=gen, device=gen.device)
 
 
+def normal(mean: float, std: float, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return mean + std * torch.randn(shape, generator=gen, device=gen.device)
+
+
+def tasks_in(params: dict[str, torch.Tensor]) -> int:
+    """The number of tasks B of a parameter dict (every entry is [B, ...])."""
+    return next(iter(params.values())).shape[0]
+
+
 # --------------------------------------------------------------------------- families
 
 
@@ -80,7 +88,8 @@ class TaskFamily:
 
     @property
     def dx(self) -> int:
-        return 1
+        """Input dimension: the config's `dim` where the family has one, else 1."""
+        return getattr(self.cfg, "dim", 1)
 
     @property
     def dy(self) -> int:
@@ -90,7 +99,8 @@ class TaskFamily:
         raise NotImplementedError
 
     def sample_inputs(self, params: dict[str, torch.Tensor], n_points: int, gen: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError  # [B, n_points, dx]
+        """Default: x ~ U[x_range] independently in every input dimension. [B, n_points, dx]"""
+        return uniform(self.cfg.x_range, (tasks_in(params), n_points, self.dx), gen)
 
     def function(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # noiseless targets [B, N, dy]
@@ -110,43 +120,3 @@ class TaskFamily:
         if self.cfg.noise_std == 0:
             return y
         return y + self.cfg.noise_std * torch.randn(y.shape, generator=gen, device=y.device)
-
-
-@dataclass
-class SinusoidConfig(TaskConfig):
-    amplitude: Range = option([0.1, 5.0], "amplitude A ~ U[low, high]", min=0.0)
-    phase: Range = option([0.0, math.pi], "phase phi ~ U[low, high]")
-    frequency: Range = option([1.0, 1.0], "frequency w ~ U[low, high]", gt=0.0)
-    x_range: Range = option([-5.0, 5.0], "inputs x ~ U[low, high]")
-
-
-class Sinusoid(TaskFamily):
-    """y = A * sin(w * x - phi): the MAML paper's sinusoid regression."""
-
-    name = "sinusoid"
-    Config = SinusoidConfig
-
-    def sample_params(self, n_tasks, gen):
-        shape = (n_tasks, 1, 1)
-        return {
-            "amplitude": uniform(self.cfg.amplitude, shape, gen),
-            "phase": uniform(self.cfg.phase, shape, gen),
-            "frequency": uniform(self.cfg.frequency, shape, gen),
-        }
-
-    def sample_inputs(self, params, n_points, gen):
-        return uniform(self.cfg.x_range, (params["amplitude"].shape[0], n_points, 1), gen)
-
-    def function(self, params, x):
-        return params["amplitude"] * torch.sin(params["frequency"] * x - params["phase"])
-
-
-FAMILIES: dict[str, type[TaskFamily]] = {cls.name: cls for cls in (Sinusoid,)}
-
-
-def make_family(cfg: TaskConfig) -> TaskFamily:
-    return FAMILIES[cfg.family](cfg)
-
-
-def family_fields(family: str) -> list[str]:
-    return [f.name for f in fields(FAMILIES[family].Config)]

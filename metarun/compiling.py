@@ -1,0 +1,54 @@
+"""`torch.compile` of an algorithm's meta-loss, where it pays, with a fallback.
+
+On this problem the meta-step is hundreds of tiny kernels, so eager time is
+framework overhead; compiling the meta-loss (forward and backward, via
+AOTAutograd) removes much of it (docs/speed.md: about 1.5x on the MAML
+sinusoid config on CPU) but costs 15-60 s once. `train.compile: null` (auto)
+therefore compiles only runs long enough to earn that back.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from metarun.algorithms import Algorithm
+from metarun.config import Config
+from metarun.tasks import TaskFamily, make_generator
+
+AUTO_MIN_ITERATIONS = 10_000  # compile time / per-iteration saving, measured in docs/speed.md, rounded up
+
+
+def wants_compile(cfg: Config) -> bool:
+    setting = cfg.train.compile
+    return cfg.train.iterations >= AUTO_MIN_ITERATIONS if setting is None else setting
+
+
+def maybe_compile(algo: Algorithm, family: TaskFamily, cfg: Config, device: torch.device) -> float | None:
+    """Replace `algo.meta_loss` by its compiled version if the config asks for it.
+
+    The compiled loss is tried once, forward and backward, on a warm-up batch
+    from its own random stream (so training draws the same tasks either way);
+    if compiling fails, training goes on in eager mode with a warning.
+    Returns the compile seconds, or None when not compiled.
+    """
+    if not wants_compile(cfg):
+        return None
+    eager = algo.meta_loss
+    compiled = torch.compile(eager)
+    batch = family.sample(cfg.train.meta_batch_size, make_generator(cfg.seed, "compile-warmup", device))
+    start = time.perf_counter()
+    try:
+        loss, _ = compiled(batch)
+        loss.backward()
+    except Exception as exc:  # an unsupported op or a missing compiler: eager still works
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"metarun: warning: torch.compile failed ({type(exc).__name__}: {first}); training in eager mode",
+              file=sys.stderr)
+        return None
+    finally:
+        algo.zero_grad(set_to_none=True)
+    algo.meta_loss = compiled
+    return time.perf_counter() - start

@@ -1,0 +1,54 @@
+"""Run `metarun` (exactly what `python -m metarun` runs) under torchrun, and
+record what this rank did at every meta-step, for tests/test_distributed.py.
+
+    torchrun ... tests/distributed_worker.py OUT_DIR train CONFIG ...
+
+Writes OUT_DIR/rank<R>.pt: {"params": [flat parameters after each step],
+"support_x": [this rank's tasks at each step], "world_size": N}.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from metarun import cli, distributed
+from metarun.algorithms.base import Algorithm
+
+
+@contextmanager
+def recording_steps():
+    """Within the block, every `Algorithm.meta_step` appends to the yielded record."""
+    record = {"params": [], "support_x": [], "world_size": None}
+    meta_step = Algorithm.meta_step
+
+    def recording_meta_step(self, batch, optimizer, iteration):
+        stats = meta_step(self, batch, optimizer, iteration)
+        record["params"].append(torch.cat([p.detach().reshape(-1) for p in self.parameters()]).cpu().clone())
+        record["support_x"].append(batch.support_x.cpu().clone())  # [B/N, K, dx]
+        record["world_size"] = distributed.world_size()
+        return stats
+
+    Algorithm.meta_step = recording_meta_step
+    try:
+        yield record
+    finally:
+        Algorithm.meta_step = meta_step
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    sys.argv = ["metarun", *sys.argv[2:]]
+    with recording_steps() as record:
+        try:
+            cli.main()
+        finally:
+            torch.save(record, out / f"rank{os.environ['RANK']}.pt")
+
+
+if __name__ == "__main__":
+    main()
