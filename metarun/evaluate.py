@@ -125,7 +125,11 @@ def evaluate(run_path: Path, checkpoint: str = "best", overrides: list[str] = ()
     algo, family, state = load_algorithm(run, cfg, checkpoint, dev)
     batch = held_out_tasks(family, cfg, dev)
     losses = task_losses(algo, batch, cfg.eval.steps, cfg.eval.inner_lr)  # [B, steps + 1]
-    return {**describe_run(run, cfg, trained_cfg, algo, checkpoint, state, dev), "query_mse": summarize(losses)}
+    # Per-task scalars such as the CNP's NLL: {name: {mean, std, ci95}}.
+    extra = {name: {k: v[0] for k, v in summarize(values[:, None]).items()}
+             for name, values in algo.eval_metrics(batch).items()}
+    return {**describe_run(run, cfg, trained_cfg, algo, checkpoint, state, dev), "query_mse": summarize(losses),
+            "metrics": extra}
 
 
 def render(result: dict) -> str:
@@ -144,7 +148,9 @@ def render(result: dict) -> str:
     q = result["query_mse"]
     for step, (m, ci) in enumerate(zip(q["mean"], q["ci95"])):
         t.add_row(str(step), f"{m:.4f}", f"± {ci:.4f}")
-    return "\n".join(lines) + "\n" + table_text(t)
+    extra = [f"{name.replace('_', ' ')}: {v['mean']:.4f} ± {v['ci95']:.4f} (95% CI)\n"
+             for name, v in result.get("metrics", {}).items()]
+    return "\n".join(lines) + "\n" + table_text(t) + "".join(extra)
 
 
 def table_text(table: Table, width: int = 120) -> str:

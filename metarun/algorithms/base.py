@@ -61,6 +61,10 @@ class Algorithm(nn.Module):
         """Query MSE of every task after 0..steps adaptation steps: [B, steps + 1]."""
         raise NotImplementedError
 
+    def eval_metrics(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """Held-out metrics besides the query MSE curve, name -> per-task values [B] (CNP: NLL)."""
+        return {}
+
     def predict_after(self, batch: TaskBatch, x: torch.Tensor, steps: int, inner_lr: float | None = None) -> torch.Tensor:
         """Predictions at inputs x [B, N, dx] for each task of `batch` after `steps`
         adaptation steps on its support set: [B, N, dy] (for plots of fitted functions).
