@@ -24,6 +24,7 @@ from common import rate, sync, table  # noqa: E402
 
 from metarun import config as config_mod  # noqa: E402
 from metarun.algorithms import ALGORITHMS, make_algorithm  # noqa: E402
+from metarun.algorithms.base import Algorithm  # noqa: E402
 from metarun.errors import UserError  # noqa: E402
 from metarun.tasks import make_family, make_generator  # noqa: E402
 from metarun.train import resolve_device  # noqa: E402
@@ -32,10 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(name: str, batch_size: int, steps: int, width: int, device: torch.device,
-            seconds: float) -> tuple[float, float, float | None]:
+            seconds: float) -> tuple[float, float | None, float | None]:
     """(meta-iterations/s, autograd-saved MiB, CUDA peak MiB or None) of one configuration."""
     cfg = config_mod.load(ROOT / "configs/maml.yaml", [f"algorithm.name={name}", f"algorithm.inner_steps={steps}",
                                                        f"model.hidden=[{width},{width}]"])
+    if hasattr(cfg.algorithm, "encoder_hidden"):  # model-based (CNP): width is its encoder's and decoder's
+        cfg = config_mod.load(ROOT / "configs/maml.yaml", [f"algorithm.name={name}",
+                                                           f"algorithm.encoder_hidden=[{width},{width}]",
+                                                           f"algorithm.decoder_hidden=[{width},{width}]"])
     torch.manual_seed(0)
     family = make_family(cfg.task)
     algo = make_algorithm(cfg, family.dx, family.dy).to(device)
@@ -49,9 +54,12 @@ def measure(name: str, batch_size: int, steps: int, width: int, device: torch.de
         saved += t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, _ = algo.meta_loss(batch)
-    loss.backward()
+    if type(algo).meta_step is Algorithm.meta_step:  # the step backpropagates a meta-loss: measure its graph
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = algo.meta_loss(batch)
+        loss.backward()
+    else:  # its own update without an outer graph (Reptile): nothing is kept for backward
+        saved = None
     peak = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -59,7 +67,7 @@ def measure(name: str, batch_size: int, steps: int, width: int, device: torch.de
         sync(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     speed = rate(lambda i: algo.meta_step(family.sample(batch_size, gen), opt, i), seconds, device)
-    return speed, saved / 2**20, peak
+    return speed, None if saved is None else saved / 2**20, peak
 
 
 def eval_timing(device: torch.device, tasks: int = 1000, steps: int = 10, repeats: int = 5) -> float:
@@ -97,12 +105,14 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         for b, s, w in grid:
+            if s != 1 and name == "cnp":
+                continue  # no inner loop
             try:
                 speed, saved, peak = measure(name, b, s, w, device, args.seconds)
             except UserError as exc:
                 print(f"skipped {name} (meta-batch {b}, steps {s}, width {w}): {exc}")
                 break
-            rows.append([name, b, s, w, f"{speed:.1f}", f"{speed * b:,.0f}", f"{saved:.2f}",
+            rows.append([name, b, s, w, f"{speed:.1f}", f"{speed * b:,.0f}", "no graph" if saved is None else f"{saved:.2f}",
                          "-" if peak is None else f"{peak:.1f}"])
             print(" ", " ".join(map(str, rows[-1])), flush=True)
     print(table(["algorithm", "meta-batch", "inner steps", "width", "it/s", "tasks/s", "autograd saved MiB",

@@ -51,6 +51,8 @@ class TaskConfig:
 class ModelConfig:
     hidden: list[int] = option([40, 40], "hidden layer widths of the MLP")
     activation: str = option("relu", "hidden activation", choices=("relu", "tanh", "gelu", "silu"))
+    init: str = option("torch", "weight initialisation: torch (nn.Linear's default) or maml (weights from a normal"
+                       " with std 0.01 truncated at 2 std, zero biases: the MAML reference code's)", choices=("torch", "maml"))
 
 
 @dataclass

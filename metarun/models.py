@@ -56,10 +56,15 @@ class MLP(nn.Module):
     """dx -> hidden... -> dy. Parameter names are `layers.<i>.weight|bias`;
     the last layer is the head (what ANIL adapts)."""
 
-    def __init__(self, dx: int, dy: int, hidden: list[int], activation: str = "relu"):
+    def __init__(self, dx: int, dy: int, hidden: list[int], activation: str = "relu", init: str = "torch"):
         super().__init__()
         widths = [dx, *hidden, dy]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        if init == "maml":
+            # cbfinn/maml's fully connected nets: tf.truncated_normal(stddev=0.01) weights, zero biases.
+            for layer in self.layers:
+                nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.zeros_(layer.bias)
         self.activation = activation
         self.act = ACTIVATIONS[activation]()
         self.param_keys = [(f"layers.{i}.weight", f"layers.{i}.bias") for i in range(len(self.layers))]

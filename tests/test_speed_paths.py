@@ -77,3 +77,14 @@ def test_overridden_hooks_fall_back_to_vmap_and_agree():
     g_slow = torch.autograd.grad(slow.meta_loss(batch)[0], list(slow.parameters()))
     assert max_rel_err(list(g_fast), list(g_slow)) < 1e-5
     assert torch.allclose(fast.adaptation_losses(batch, 3), slow.adaptation_losses(batch, 3), rtol=1e-5)
+
+
+def test_maml_init_is_the_reference_codes_truncated_normal():
+    torch.manual_seed(0)
+    net = MLP(1, 1, [400, 400], "relu", init="maml")
+    w = net.layers[1].weight  # [400, 400]
+    assert w.abs().max() <= 0.02 and 0.0085 < w.std() < 0.0095  # std of N(0, 0.01) truncated at 2 std: 0.0088
+    assert all((layer.bias == 0).all() for layer in net.layers)
+    torch.manual_seed(0)
+    default = MLP(1, 1, [400, 400], "relu")
+    assert default.layers[1].weight.abs().max() > 0.02  # nn.Linear's U(-1/20, 1/20)

@@ -50,7 +50,7 @@ class MAML(Algorithm):
 
     def __init__(self, cfg: Config, dx: int, dy: int):
         super().__init__(cfg, dx, dy)
-        self.net = MLP(dx, dy, cfg.model.hidden, cfg.model.activation)
+        self.net = MLP(dx, dy, cfg.model.hidden, cfg.model.activation, cfg.model.init)
 
     # -- hooks for variants ------------------------------------------------------------
 
