@@ -17,27 +17,34 @@ from pathlib import Path
 import torch
 
 from metarun import cli, distributed
+from metarun.algorithms import ALGORITHMS
 from metarun.algorithms.base import Algorithm
 
 
 @contextmanager
 def recording_steps():
-    """Within the block, every `Algorithm.meta_step` appends to the yielded record."""
+    """Within the block, every algorithm's `meta_step` appends to the yielded record."""
     record = {"params": [], "support_x": [], "world_size": None}
-    meta_step = Algorithm.meta_step
+    # Algorithm.meta_step and every override of it (Reptile's).
+    owners = {cls for cls in (Algorithm, *ALGORITHMS.values()) if "meta_step" in vars(cls)}
+    originals = {cls: vars(cls)["meta_step"] for cls in owners}
 
-    def recording_meta_step(self, batch, optimizer, iteration):
-        stats = meta_step(self, batch, optimizer, iteration)
-        record["params"].append(torch.cat([p.detach().reshape(-1) for p in self.parameters()]).cpu().clone())
-        record["support_x"].append(batch.support_x.cpu().clone())  # [B/N, K, dx]
-        record["world_size"] = distributed.world_size()
-        return stats
+    def recording(meta_step):
+        def recording_meta_step(self, batch, optimizer, iteration):
+            stats = meta_step(self, batch, optimizer, iteration)
+            record["params"].append(torch.cat([p.detach().reshape(-1) for p in self.parameters()]).cpu().clone())
+            record["support_x"].append(batch.support_x.cpu().clone())  # [B/N, K, dx]
+            record["world_size"] = distributed.world_size()
+            return stats
+        return recording_meta_step
 
-    Algorithm.meta_step = recording_meta_step
+    for cls, meta_step in originals.items():
+        cls.meta_step = recording(meta_step)
     try:
         yield record
     finally:
-        Algorithm.meta_step = meta_step
+        for cls, meta_step in originals.items():
+            cls.meta_step = meta_step
 
 
 def main() -> None:

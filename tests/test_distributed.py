@@ -50,11 +50,13 @@ def loss_columns(run_dir: Path) -> list[list[float]]:
         return [[float(row[c]) for c in ("support_loss", "query_loss_pre", "query_loss")] for row in csv.DictReader(f)]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+# Reptile's update is not a gradient of a loss: it is averaged over ranks the same way.
+@pytest.fixture(scope="module", params=[{"name": "maml"}, {"name": "reptile", "inner_lr": 0.1}], ids=["maml", "reptile"])
+def runs(tmp_path_factory, request):
     """One 2-rank torchrun launch and one single-process run of the same config."""
     tmp = tmp_path_factory.mktemp("dist")
-    data = tiny_dict(train={"meta_batch_size": META_BATCH, "iterations": ITERATIONS, "meta_lr": 0.01,
+    data = tiny_dict(algorithm=request.param,
+                     train={"meta_batch_size": META_BATCH, "iterations": ITERATIONS, "meta_lr": 0.01,
                             "checkpoint_every": 3, "val_every": 3})
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(data))
