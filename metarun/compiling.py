@@ -27,28 +27,31 @@ def wants_compile(cfg: Config) -> bool:
 
 
 def maybe_compile(algo: Algorithm, family: TaskFamily, cfg: Config, device: torch.device) -> float | None:
-    """Replace `algo.meta_loss` by its compiled version if the config asks for it.
+    """Replace the algorithm's `compiled_method` (its meta-loss, or the part of
+    it that is pure tensor work) by its compiled version if the config asks for it.
 
     The compiled loss is tried once, forward and backward, on a warm-up batch
     from its own random stream (so training draws the same tasks either way);
     if compiling fails, training goes on in eager mode with a warning.
     Returns the compile seconds, or None when not compiled.
     """
-    if not wants_compile(cfg):
+    name = algo.compiled_method
+    if name is None or not wants_compile(cfg):
         return None
-    eager = algo.meta_loss
-    compiled = torch.compile(eager)
+    setattr(algo, name, torch.compile(getattr(algo, name)))
     batch = family.sample(cfg.train.meta_batch_size, make_generator(cfg.seed, "compile-warmup", device))
+    rng = torch.get_rng_state()  # a meta-loss may draw from it (the CNP's context size): leave training's draws as they were
     start = time.perf_counter()
     try:
-        loss, _ = compiled(batch)
+        loss, _ = algo.meta_loss(batch)
         loss.backward()
     except Exception as exc:  # an unsupported op or a missing compiler: eager still works
+        delattr(algo, name)  # back to the class's eager method
         first = (str(exc).strip().splitlines() or [""])[0]
         print(f"metarun: warning: torch.compile failed ({type(exc).__name__}: {first}); training in eager mode",
               file=sys.stderr)
         return None
     finally:
         algo.zero_grad(set_to_none=True)
-    algo.meta_loss = compiled
+        torch.set_rng_state(rng)
     return time.perf_counter() - start

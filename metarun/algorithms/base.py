@@ -28,6 +28,9 @@ class Algorithm(nn.Module):
     # Whether the eval table's "steps" are real adaptation steps (False for
     # model-based learners, which read the support set instead).
     adapts: ClassVar[bool] = True
+    # The method `train.compile` compiles: the pure tensor part of the meta-step
+    # (None: nothing worth compiling, e.g. an update that is not a loss's gradient).
+    compiled_method: ClassVar[str | None] = "meta_loss"
 
     def __init__(self, cfg: Config, dx: int, dy: int):
         super().__init__()

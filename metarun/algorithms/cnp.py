@@ -39,6 +39,7 @@ class CNP(Algorithm):
     name = "cnp"
     Config = CNPConfig
     adapts = False
+    compiled_method = "context_loss"  # meta_loss draws the context size, outside the compiled graph
 
     def __init__(self, cfg: Config, dx: int, dy: int):
         super().__init__(cfg, dx, dy)
@@ -50,9 +51,14 @@ class CNP(Algorithm):
         self.encoder = MLP(dx + dy, c.representation, c.encoder_hidden, act)
         self.decoder = MLP(c.representation + dx, 2 * dy, c.decoder_hidden, act)
 
-    def predict(self, context_x, context_y, target_x) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) at target_x [B, T, dx], given context [B, C, dx], [B, C, dy]; each [B, T, dy]."""
-        r = self.encoder(torch.cat([context_x, context_y], -1)).mean(1)  # [B, R]
+    def predict(self, context_x, context_y, target_x, in_context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) at target_x [B, T, dx], given context [B, C, dx], [B, C, dy]; each [B, T, dy].
+        in_context [C] (0/1) keeps only some context points in the average."""
+        h = self.encoder(torch.cat([context_x, context_y], -1))  # [B, C, R]
+        if in_context is None:
+            r = h.mean(1)  # [B, R]
+        else:
+            r = (h * in_context[:, None]).sum(1) / in_context.sum()
         r = r.unsqueeze(1).expand(-1, target_x.shape[1], -1)  # [B, T, R]
         mean, raw = self.decoder(torch.cat([r, target_x], -1)).chunk(2, dim=-1)
         return mean, self.cfg.std_floor + F.softplus(raw)
@@ -65,13 +71,21 @@ class CNP(Algorithm):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, Stats]:
         k = batch.support_x.shape[1]
-        n = int(torch.randint(self.cfg.min_context, k + 1, ()).item())  # context size for this meta-batch
-        cx, cy = batch.support_x[:, :n], batch.support_y[:, :n]
-        mean, std = self.predict(cx, cy, batch.query_x)
+        n = torch.randint(self.cfg.min_context, k + 1, ())  # context size for this meta-batch
+        # The first n support points as a mask, not a slice: shapes stay fixed, so a
+        # compiled context_loss is traced once rather than once per context size.
+        in_context = (torch.arange(k) < n).to(batch.support_x)  # [K]
+        return self.context_loss(batch, in_context)
+
+    def context_loss(self, batch: TaskBatch, in_context: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """Query NLL with the support points where in_context [K] is 1 as context."""
+        sx, sy = batch.support_x, batch.support_y
+        mean, std = self.predict(sx, sy, batch.query_x, in_context)
         loss = self.nll(mean, std, batch.query_y).mean()
         with torch.no_grad():
             query_mse = mse(mean, batch.query_y)
-            context_mse = mse(self.predict(cx, cy, cx)[0], cy)
+            context_pred = self.predict(sx, sy, sx, in_context)[0]
+            context_mse = (((context_pred - sy) ** 2).mean(-1) * in_context).sum(1).mean() / in_context.sum()
         # No adaptation: the query MSE is both the "pre" and the "post" column; the
         # NLL (the training loss) is an extra stat shown by the progress bar.
         return loss, {"support_loss": context_mse, "query_loss_pre": query_mse, "query_loss": query_mse,

@@ -40,6 +40,7 @@ class Reptile(MAML):
 
     name = "reptile"
     Config = ReptileConfig
+    compiled_method = None  # no meta-loss: its outer step is an interpolation
 
     def __init__(self, cfg: Config, dx: int, dy: int):
         super().__init__(cfg, dx, dy)
