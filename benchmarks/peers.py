@@ -3,7 +3,7 @@ per-task loop and a hand-written torch.func vmap step (eager and compiled).
 
 Every implementation runs the same training loop on the same config
 (configs/maml.yaml by default: sinusoids, 10 + 10 points, meta-batch 25,
-1-40-40-1 ReLU, one inner step of 0.01, Adam 1e-3) from the same initial
+1-40-40-1 ReLU, one inner step of 0.001, Adam 1e-3) from the same initial
 weights: sample a meta-batch on the device, meta-step, Adam step. First, all
 must give the same meta-gradient on the same batch (so the work is
 identical); then they are timed in alternating rounds so drift cancels, and
@@ -192,6 +192,17 @@ def build_higher(cfg, net_init, device):
     return lambda batch: list(torch.autograd.grad(meta_loss(batch), list(net.parameters()))), step
 
 
+def with_threads(step, threads: int):
+    """`step` run with torch's intra-op thread pool at `threads` (set only when it changes)."""
+
+    def run(i):
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return step(i)
+
+    return run
+
+
 # ----------------------------------------------------------------- main
 
 
@@ -203,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per implementation per round")
     ap.add_argument("--only", default="", help="comma-separated implementation names (default: all)")
+    ap.add_argument("--threads", default="", help="comma-separated CPU thread counts to time every implementation at, "
+                    "in the same alternating rounds (default: torch's current setting)")
     args = ap.parse_args(argv)
 
     cfg = config_mod.load(Path(args.config), args.set)
@@ -255,6 +268,9 @@ def main(argv=None) -> int:
     # 2. Warm up (compiles happened above), then alternating timed rounds.
     gen = make_generator(cfg.seed, "benchmark", device)
     steps = {n: (lambda i, s=s: s(family.sample(B, gen))) for n, (_, s) in impls.items()}
+    if args.threads:  # one row per (implementation, thread count), interleaved like the rest
+        steps = {f"{n} @ {t} thread{'s' * (t > 1)}": with_threads(s, t)
+                 for t in map(int, args.threads.split(",")) for n, s in steps.items()}
     for s in steps.values():
         for i in range(3):
             s(i)

@@ -20,6 +20,8 @@ run_dirs=()
 for a in $ALGORITHMS; do run_dirs+=("$(ls -d "$RUNS"/*_"$a"-sinusoid_* | tail -n 1)"); done
 for shots in 5 10; do
   metarun compare "${run_dirs[@]}" --shots "$shots" --at 0,1,5,10
+  metarun compare "${run_dirs[@]}" --shots "$shots" --at 0,1,5,10 --json > "$RUNS/compare-${shots}shot.json"
 done
+python benchmarks/results_table.py "$RUNS/compare-5shot.json" "$RUNS/compare-10shot.json"
 # The CNP's Gaussian negative log-likelihood (compare shows MSE only).
 for shots in 5 10; do metarun eval "${run_dirs[5]}" --shots "$shots" --steps 0; done
