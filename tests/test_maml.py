@@ -32,8 +32,10 @@ def flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def test_maml_gradient_matches_central_finite_differences():
-    cfg, algo, batch = setup("maml")
+@pytest.mark.parametrize("hidden, inner_steps", [((6,), 2), ((24,), 1)])  # the second keeps its inner step factored
+def test_maml_gradient_matches_central_finite_differences(hidden, inner_steps):
+    cfg, algo, batch = setup("maml", hidden=hidden, inner_steps=inner_steps)
+    assert algo.factored(algo.inner_lr(), cfg.task.support_shots) == (hidden == (24,))
     analytic = flat(meta_gradient(algo, batch))
 
     weights = [p.detach().clone() for p in algo.parameters()]
@@ -53,7 +55,7 @@ def test_maml_gradient_matches_central_finite_differences():
     rel = (analytic - numeric).norm() / numeric.norm()
     assert rel < 1e-4, rel
 
-    _, fo_algo, _ = setup("fomaml")
+    _, fo_algo, _ = setup("fomaml", hidden=hidden, inner_steps=inner_steps)
     fo_algo.load_state_dict(algo.state_dict())
     first_order = flat(meta_gradient(fo_algo, batch))
     assert (first_order - analytic).norm() / analytic.norm() > 1e-3  # the flag really drops terms

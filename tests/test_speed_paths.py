@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_config
-from reference_maml import forward, per_task_meta_gradient
+from reference_maml import forward, per_task_meta_gradient, per_task_meta_loss
 
 from metarun.algorithms import make_algorithm
 from metarun.algorithms.maml import MAML
@@ -56,6 +56,47 @@ def test_batched_meta_gradient_matches_per_task_loop(activation, name, steps):
         assert max_rel_err(list(got), ref) < 1e-10
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_factored_meta_gradient_matches_per_task_loop(activation, steps):
+    """Wide enough (64 > 4 x steps x 5 points) for MAML to keep its inner steps factored."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = tiny_config(algorithm={"name": "maml", "inner_steps": steps, "inner_lr": 0.1},
+                          model={"activation": activation, "hidden": [64, 64]})
+        algo = make_algorithm(cfg, 1, 1)
+        assert algo.factored(algo.inner_lr(), cfg.task.support_shots)
+        batch = make_family(cfg.task).sample(5, make_generator(0, "train"))
+        loss, stats = algo.meta_loss(batch)
+        got = torch.autograd.grad(loss, list(algo.parameters()))
+        ref = per_task_meta_gradient(algo.net, batch, 0.1, steps, first_order=False)
+        assert max_rel_err(list(got), ref) < 1e-10
+        fomaml = make_algorithm(tiny_config(algorithm={"name": "fomaml", "inner_steps": steps, "inner_lr": 0.1},
+                                            model={"activation": activation, "hidden": [64, 64]}), 1, 1)
+        assert not fomaml.factored(fomaml.inner_lr(), cfg.task.support_shots)  # first order: explicit weights
+        ref_loss = per_task_meta_loss(algo.net, *batch.tensors(), 0.1, steps, first_order=False)
+        assert torch.allclose(loss, ref_loss, rtol=1e-12)
+        support_pre = ((forward(algo.net, list(algo.parameters()), batch.support_x) - batch.support_y) ** 2).mean()
+        assert torch.allclose(stats["support_loss"], support_pre, rtol=1e-12)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_factored_steps_are_the_adapted_weights():
+    """The factored updates describe exactly the weights of explicit SGD steps."""
+    torch.manual_seed(0)
+    net = MLP(1, 1, [32, 32], "tanh").double()
+    params = dict(net.named_parameters())
+    x, y = torch.randn(3, 4, 1, dtype=torch.float64), torch.randn(3, 4, 1, dtype=torch.float64)
+    updates, _ = net.adapt_factored(params, x, y, 0.05, 2)
+    fast = params
+    for _ in range(2):
+        grads, _ = net.mse_and_grad(fast, x, y)
+        fast = {k: fast[k] - 0.05 * grads[k] for k in fast}
+    xq = torch.randn(3, 7, 1, dtype=torch.float64)
+    assert torch.allclose(net.functional(params, xq, updates, 0.05), net.functional(fast, xq), atol=1e-12)
 
 
 class _SubclassedLoss(MAML):
