@@ -100,6 +100,7 @@ ROWS = [
      "config.yaml/runs: cannot create runs directory (Not a directory)"),
     ("eval: not a run dir", lambda t, r: ["eval", t], "not a metarun run directory (no config.yaml and run.json)"),
     ("resume: no such dir", lambda t, r: ["resume", t / "nowhere"], "nowhere: no such run directory"),
+    ("resume: not a run dir", lambda t, r: ["resume", t], "not a metarun run directory (no config.yaml and run.json)"),
     ("eval: no checkpoint", lambda t, r: ["eval", run_copy(t, r, no_checkpoints)], "best.pt: no such checkpoint"),
     ("resume: no checkpoint", lambda t, r: ["resume", run_copy(t, r, no_checkpoints)], "no checkpoint to resume from"),
     ("eval: truncated", lambda t, r: ["eval", run_copy(t, r, truncate_last), "--checkpoint", "last"],
