@@ -38,3 +38,33 @@ def test_compile_replaces_the_declared_method_and_reptile_declares_none(capsys):
     s = Session.build(tiny_config(algorithm={"name": "reptile"}, train={"compile": True}))
     assert s.compile_seconds is None and not vars(s.algo).keys() & {"meta_loss", "meta_step"}
     assert "compile failed" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("working", [{"cpp_wrapper": True}, {}, None])
+def test_compile_tries_the_cpp_wrapper_then_the_python_one_then_eager(working, monkeypatch, capsys):
+    """Where an option set fails to compile, the next is tried; where all fail,
+    training is eager with one warning (stand-in compiler: fails unless told)."""
+    tried = []
+
+    def fake_compile(fn, options):
+        tried.append(options)
+        if options == working:
+            return fn
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no compiler for these options")
+
+        return broken
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    s = Session.build(tiny_config(train={"compile": True}))
+    expected = [{"cpp_wrapper": True}, {}]
+    assert tried == (expected[:expected.index(working) + 1] if working is not None else expected)
+    err = capsys.readouterr().err
+    if working is None:
+        assert s.compile_seconds is None and "meta_loss" not in vars(s.algo)
+        assert err.strip().splitlines() == ["metarun: warning: torch.compile failed (RuntimeError: no compiler for "
+                                            "these options); training in eager mode"]
+    else:
+        assert s.compile_seconds is not None and "meta_loss" in vars(s.algo) and not err
+    assert all(p.grad is None for p in s.algo.parameters())  # the warm-up leaves no gradient behind
