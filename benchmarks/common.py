@@ -26,16 +26,16 @@ def rate(step: Callable[[int], object], seconds: float, device: torch.device, mi
     return n / (time.perf_counter() - start)
 
 
-def interleaved(steps: dict[str, Callable[[int], object]], rounds: int, seconds: float,
-                device: torch.device) -> dict[str, list[float]]:
-    """Rates of every step, measured in alternating rounds (A B C, B C A, ...) so
-    that the machine's drift hits all of them alike."""
-    names = list(steps)
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Every measure (a call that returns one rate) taken once per round, in
+    alternating order (A B C, B C A, ...) so that the machine's drift hits all
+    of them alike."""
+    names = list(measures)
     rates: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            rates[n].append(rate(steps[n], seconds, device))
+            rates[n].append(measures[n]())
     return rates
 
 

@@ -7,7 +7,10 @@ Every implementation runs the same training loop on the same config
 weights: sample a meta-batch on the device, meta-step, Adam step. First, all
 must give the same meta-gradient on the same batch (so the work is
 identical); then they are timed in alternating rounds so drift cancels, and
-the ratios are round-paired medians.
+the ratios are round-paired medians. The first row is `metarun train` itself:
+whole runs of the same config (metrics rows, validation and checkpoints
+included), timed in the same rounds, so the ratios compare the product, not
+just its meta-step, with the peers' bare loops.
 
     python benchmarks/peers.py                      # CPU, the figures in docs/speed.md
     python benchmarks/peers.py --device cuda --set train.meta_batch_size=1000
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -29,14 +34,16 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, ratio_median, sync, table  # noqa: E402
+from common import interleaved, rate, ratio_median, sync, table  # noqa: E402
 
 from metarun import config as config_mod  # noqa: E402
 from metarun.algorithms import make_algorithm  # noqa: E402
+from metarun.compiling import maybe_compile  # noqa: E402
 from metarun.tasks import make_family, make_generator  # noqa: E402
-from metarun.train import resolve_device  # noqa: E402
+from metarun.train import resolve_device, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+WHOLE_LOOP = "metarun train (whole loop)"
 
 
 def mse(pred, y):
@@ -72,8 +79,10 @@ def build_metarun(cfg, net_init, device, compiled: bool):
     algo = make_algorithm(cfg, 1, 1).to(device)
     algo.net.load_state_dict(net_init.state_dict())
     opt = algo.make_optimizer(cfg.train.meta_lr)
-    if compiled:
-        algo.meta_loss = torch.compile(algo.meta_loss)
+    if compiled:  # exactly as `metarun train` compiles (C++ wrapper where it builds)
+        cfg = config_mod.resolve(config_mod.to_dict(cfg), ["train.compile=true"])
+        if maybe_compile(algo, make_family(cfg.task), cfg, device) is None:
+            raise RuntimeError("metarun's meta-loss did not compile")
 
     def meta_gradient(batch):
         return list(torch.autograd.grad(algo.meta_loss(batch)[0], list(algo.net.parameters())))
@@ -192,13 +201,29 @@ def build_higher(cfg, net_init, device):
     return lambda batch: list(torch.autograd.grad(meta_loss(batch), list(net.parameters()))), step
 
 
-def with_threads(step, threads: int):
-    """`step` run with torch's intra-op thread pool at `threads` (set only when it changes)."""
+def whole_train_loop(args, device, runs_dir: Path):
+    """Iterations/s of `metarun train` itself: the whole loop of a real run on the
+    same config (sampling, meta-step, Adam, metrics.csv rows, validation,
+    checkpoints) for --train-iterations iterations, compiled as a 70,000-iteration
+    run is. The rate is the run's own `seconds` (run.json: the loop, not set-up
+    or compiling)."""
+    cfg = config_mod.load(Path(args.config), [*args.set, f"train.iterations={args.train_iterations}",
+                                              "train.compile=true", f"device={device}"])
 
-    def run(i):
+    def measure() -> float:
+        run = train(cfg, runs_dir, quiet=True)
+        return cfg.train.iterations / json.loads(run.info_path.read_text())["seconds"]
+
+    return measure
+
+
+def with_threads(measure, threads: int):
+    """`measure` run with torch's intra-op thread pool at `threads` (set only when it changes)."""
+
+    def run():
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-        return step(i)
+        return measure()
 
     return run
 
@@ -216,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated implementation names (default: all)")
     ap.add_argument("--threads", default="", help="comma-separated CPU thread counts to time every implementation at, "
                     "in the same alternating rounds (default: torch's current setting)")
+    ap.add_argument("--train-iterations", type=int, default=1000,
+                    help="iterations of each whole `metarun train` run timed per round")
     args = ap.parse_args(argv)
 
     cfg = config_mod.load(Path(args.config), args.set)
@@ -268,13 +295,17 @@ def main(argv=None) -> int:
     # 2. Warm up (compiles happened above), then alternating timed rounds.
     gen = make_generator(cfg.seed, "benchmark", device)
     steps = {n: (lambda i, s=s: s(family.sample(B, gen))) for n, (_, s) in impls.items()}
-    if args.threads:  # one row per (implementation, thread count), interleaved like the rest
-        steps = {f"{n} @ {t} thread{'s' * (t > 1)}": with_threads(s, t)
-                 for t in map(int, args.threads.split(",")) for n, s in steps.items()}
     for s in steps.values():
         for i in range(3):
             s(i)
-    rates = interleaved(steps, args.rounds, args.seconds, device)
+    measures = {n: (lambda s=s: rate(s, args.seconds, device)) for n, s in steps.items()}
+    with tempfile.TemporaryDirectory() as runs_dir:
+        if not args.only or WHOLE_LOOP in args.only.split(","):  # the product itself, next to the step loops
+            measures = {WHOLE_LOOP: whole_train_loop(args, device, Path(runs_dir)), **measures}
+        if args.threads:  # one row per (implementation, thread count), interleaved like the rest
+            measures = {f"{n} @ {t} thread{'s' * (t > 1)}": with_threads(m, t)
+                        for t in map(int, args.threads.split(",")) for n, m in measures.items()}
+        rates = interleaved(measures, args.rounds)
 
     base = next(iter(rates))
     rows = []
