@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 # 1. metarun vs peers on the MAML sinusoid config, meta-batch 25 (the paper's) and 1000.
 "$PY" benchmarks/peers.py --device cuda --rounds 3 2>&1 | tee "$OUT/peers-b25.txt"
 "$PY" benchmarks/peers.py --device cuda --rounds 3 --set train.meta_batch_size=1000 \
-  --only "metarun compiled,metarun eager,torch.func vmap,torch.func vmap compiled,learn2learn 0.2.0" \
+  --only "metarun train (whole loop),metarun compiled,metarun eager,torch.func vmap,torch.func vmap compiled,learn2learn 0.2.0" \
   2>&1 | tee "$OUT/peers-b1000.txt"
 # 2. Scaling table on the GPU, up to 10,000 tasks per meta-batch; eval timing.
 "$PY" benchmarks/scaling.py --device cuda --batches 1,25,100,1000,10000 2>&1 | tee "$OUT/scaling.txt"
