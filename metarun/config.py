@@ -81,7 +81,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    tasks: int = option(1000, "held-out tasks drawn by `metarun eval`", min=1)
+    tasks: int = option(1000, "held-out tasks drawn by `metarun eval` (a 95% CI needs at least 2)", min=2)
     steps: int = option(10, "report the query MSE after 0..steps adaptation steps", min=0)
     inner_lr: float | None = option(None, "adaptation step size at evaluation (null: algorithm.inner_lr)", gt=0.0)
     shots: int | None = option(None, "support points at evaluation (null: task.support_shots)", min=1)
@@ -211,6 +211,22 @@ def build(cls: type, data: Any, path: str = "") -> Any:
 # --------------------------------------------------------------------------- loading
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that numbers such as 1e-3 are floats. PyYAML follows
+    YAML 1.1, which wants a dot and a signed exponent (1.0e-3) and reads 1e-3 as a
+    string; YAML 1.2 and every person typing a step size read it as a number."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"--set {text!r}: expected section.key=value")
@@ -219,7 +235,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise UserError(f"--set {text!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -247,7 +263,7 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.constructor.ConstructorError as exc:
         tag = re.search(r"'([^']+)'", exc.problem or "")
         raise UserError(f"{path}: refused YAML tag {tag.group(1) if tag else ''} (only plain YAML is read)") from None
