@@ -33,6 +33,13 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def print_run_path(path: Path | None) -> None:
+    """A run that stopped still ends stdout with its directory, as `train` does,
+    so a script's `RUN=$(metarun train ... | tail -n1)` can resume or inspect it."""
+    if path is not None:
+        print(path)
+
+
 @contextmanager
 def user_errors():
     from metarun.train import Interrupted, RunFailed
@@ -42,9 +49,12 @@ def user_errors():
     except UserError as exc:
         fail(str(exc), 2)
     except RunFailed as exc:
-        fail(str(exc), 1)
+        print(f"metarun: error: {exc}", file=sys.stderr)
+        print_run_path(exc.run_path)
+        raise typer.Exit(1) from None
     except Interrupted as exc:
-        print(f"metarun: {exc}; continue with `metarun resume RUN_DIR`", file=sys.stderr)
+        print(f"metarun: {exc}; continue with `metarun resume {exc.run_path or 'RUN_DIR'}`", file=sys.stderr)
+        print_run_path(exc.run_path)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:  # before training started, or outside the main thread
         print("metarun: interrupted", file=sys.stderr)
@@ -301,7 +311,23 @@ def list_families() -> None:
 
 
 def main() -> None:
-    app(prog_name="metarun")
+    try:
+        code = app(prog_name="metarun", standalone_mode=False)
+    except typer.Abort:
+        print("metarun: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        # A bad option or argument (click's UsageError, vendored by newer Typer, hence
+        # matched by name): one line, like every other bad input, not a usage box.
+        if not any(cls.__name__ == "UsageError" for cls in type(exc).__mro__):
+            raise
+        message = exc.format_message().strip()
+        if message:  # (none when a bare `metarun` has just printed the help)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print(f"metarun: error: {message}{where}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -64,12 +64,18 @@ class RunFailed(Exception):
     """Training could not go on (divergence, a write that failed). The CLI prints
     the one-line message and exits 1; the last good checkpoint is kept."""
 
+    run_path: Path | None = None  # set by the loop: the run directory, for the CLI to print
+
 
 class Divergence(RunFailed):
     def __init__(self, iteration: int, what: str = "loss or gradient"):
-        super().__init__(f"training diverged at iteration {iteration}: non-finite {what}; "
-                         "the last good checkpoint is kept")
-        self.iteration = iteration
+        super().__init__(iteration, what)
+        self.iteration, self.what = iteration, what
+        self.checkpoint_kept = True  # the loop says otherwise when it stopped before its first checkpoint
+
+    def __str__(self) -> str:
+        kept = "the last good checkpoint is kept" if self.checkpoint_kept else "no checkpoint had been written yet"
+        return f"training diverged at iteration {self.iteration}: non-finite {self.what}; {kept}"
 
 
 class Interrupted(Exception):
@@ -80,6 +86,7 @@ class Interrupted(Exception):
         kept = "checkpoint saved" if saved else "stopped mid-iteration, the last checkpoint is kept"
         super().__init__(f"interrupted by {name} at iteration {iteration}; {kept}")
         self.exit_code = 128 + signum
+        self.run_path: Path | None = None  # set by the loop
 
 
 class StopSignals:
@@ -334,10 +341,13 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     window_start, window_tasks = time.perf_counter(), 0
     watch = FiniteWatch(s.iteration, s.device, list(algo.parameters()))
     status, error = "failed", None
+    has_checkpoint = s.iteration > 0  # a resumed run started from one
 
     def save(which: str) -> None:
+        nonlocal has_checkpoint
         try:
             run.save_checkpoint(which, s.checkpoint(time.perf_counter() - start))
+            has_checkpoint = True
         except OSError as exc:
             raise RunFailed(f"{run.checkpoint_path(which)}: cannot write checkpoint ({exc.strerror}); "
                             "the previous one is kept") from None
@@ -387,18 +397,24 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
                         save(f"iter-{it}")
                     run.update_info(iteration=it)
         status = "completed"
-    except Interrupted:
+    except Interrupted as exc:
         status = "interrupted"
+        exc.run_path = run.path if isinstance(run, RunDir) else None
         raise
     except KeyboardInterrupt:  # no handler installed (not the main thread): the state may be mid-step, save nothing
         status = "interrupted"
         raise
     except RunFailed as exc:
+        if isinstance(exc, Divergence):
+            exc.checkpoint_kept = has_checkpoint
+        exc.run_path = run.path if isinstance(run, RunDir) else None
         error = str(exc)
         raise
     except OSError as exc:  # e.g. the disk filled while writing metrics.csv or run.json
         error = f"cannot write the run directory ({exc.strerror or exc}); the last checkpoint is kept"
-        raise RunFailed(f"{run.path}: {error}") from None
+        failed = RunFailed(f"{run.path}: {error}")
+        failed.run_path = run.path
+        raise failed from None
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

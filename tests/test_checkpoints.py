@@ -149,6 +149,7 @@ def test_divergence_stops_names_the_iteration_and_keeps_finite_checkpoints(tmp_p
     assert result.stderr.strip().splitlines() == [
         f"metarun: error: training diverged at iteration {bad}: non-finite loss or gradient; the last good checkpoint is kept"]
     [run] = (tmp_path / "runs").iterdir()
+    assert result.stdout.strip().splitlines()[-1] == str(run)  # stdout still ends with the run directory
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "failed" and f"iteration {bad}" in info["error"]
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -161,6 +162,19 @@ def test_divergence_stops_names_the_iteration_and_keeps_finite_checkpoints(tmp_p
     for row in read_metrics(run / "metrics.csv"):
         assert int(row["iteration"]) < bad
         assert all(math.isfinite(float(v)) for v in row.values() if v)
+
+
+def test_divergence_before_the_first_checkpoint_says_none_was_kept(tmp_path, cli, write_config):
+    bad = first_nonfinite_iteration()
+    config = write_config(**{**DIVERGING, "train": {**DIVERGING["train"], "checkpoint_every": 1000}})
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"metarun: error: training diverged at iteration {bad}: non-finite loss or gradient; "
+        "no checkpoint had been written yet"]
+    [run] = (tmp_path / "runs").iterdir()
+    assert not any((run / "checkpoints").glob("*.pt"))
+    assert "no checkpoint had been written yet" in json.loads((run / "run.json").read_text())["error"]
 
 
 def test_a_non_finite_validation_loss_never_becomes_best(tmp_path):

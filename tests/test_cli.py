@@ -143,3 +143,30 @@ def test_shipped_config_trains_and_evaluates(cli, tmp_path, path):
     assert out["algorithm"] == yaml.safe_load(path.read_text())["algorithm"]["name"]
     assert len(out["query_mse"]["mean"]) == 3 and all(m >= 0 for m in out["query_mse"]["mean"])
     assert Path(out["saved"]).parent == run / "eval"
+
+
+def test_numbers_in_scientific_notation_are_floats(cli, write_config, tmp_path):
+    """1e-3 is a float in a YAML file and in --set (PyYAML alone, following YAML 1.1, reads it as a string)."""
+    path = write_config()
+    text = path.read_text().replace("inner_lr: 0.01", "inner_lr: 1e-2")
+    assert "inner_lr: 1e-2" in text
+    path.write_text(text)
+    run = train(cli, path, tmp_path / "runs", "--set", "train.meta_lr=5E-4", "--set", "task.amplitude=[1e-1, 5e0]")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["algorithm"]["inner_lr"] == 0.01 and cfg["train"]["meta_lr"] == 0.0005
+    assert cfg["task"]["amplitude"] == [0.1, 5.0]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["eval", "RUN", "--tasks", "abc"], "Invalid value for '--tasks'"),
+    (["resume", "RUN", "--seed", "3"], "No such option: --seed"),
+    (["train"], "Missing argument 'config'"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, args, expected):
+    from conftest import run_metarun
+
+    result = run_metarun(*[str(tmp_path) if a == "RUN" else a for a in args])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metarun: error: ") and expected in lines[0], result.stderr

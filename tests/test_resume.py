@@ -88,27 +88,30 @@ def wait_for_checkpoint(runs_dir: Path, proc: subprocess.Popen, after: int, time
     raise AssertionError("no periodic checkpoint appeared")
 
 
-def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
+def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    return proc.returncode, err
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
 
 
 def test_sigint_and_sigterm_then_resume_twice_matches_straight_run(config_path, straight, workdir, cli):
     runs = workdir / "signals"
     proc = start_training(["train", config_path, "--runs-dir", runs], runs)
     run = wait_for_checkpoint(runs, proc, after=5)
-    code, err = stop(proc, signal.SIGINT)
+    code, out, err = stop(proc, signal.SIGINT)
     assert code == 130, err
     assert "interrupted by SIGINT" in err and "Traceback" not in err
+    assert f"continue with `metarun resume {run}`" in err  # the real path, ready to paste
+    assert out.strip().splitlines()[-1] == str(run)  # and, as on success, stdout ends with the run directory
     first_stop = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"]
     assert 10 <= first_stop < 80
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
     proc = start_training(["resume", run], runs)
     wait_for_checkpoint(runs, proc, after=first_stop)
-    code, err = stop(proc, signal.SIGTERM)
+    code, out, err = stop(proc, signal.SIGTERM)
     assert code == 143, err
+    assert out.strip().splitlines()[-1] == str(run)
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and info["resumed"][0]["iteration"] == first_stop
     assert info["iteration"] > first_stop
@@ -123,7 +126,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_straight_run(config_path, 
     runs = workdir / "kill"
     proc = start_training(["train", config_path, "--runs-dir", runs], runs)
     run = wait_for_checkpoint(runs, proc, after=5)
-    code, _ = stop(proc, signal.SIGKILL)
+    code, _, _ = stop(proc, signal.SIGKILL)
     assert code == -signal.SIGKILL
     checkpoint_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"]
     assert checkpoint_at % 5 == 0 and checkpoint_at >= 10
