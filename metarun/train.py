@@ -81,12 +81,13 @@ class Divergence(RunFailed):
 class Interrupted(Exception):
     """SIGINT or SIGTERM: the CLI exits 128 + signal number (130 / 143)."""
 
+    run_path: Path | None = None  # set by the loop, as for RunFailed
+
     def __init__(self, signum: int, iteration: int, saved: bool):
         name = signal.Signals(signum).name
         kept = "checkpoint saved" if saved else "stopped mid-iteration, the last checkpoint is kept"
         super().__init__(f"interrupted by {name} at iteration {iteration}; {kept}")
         self.exit_code = 128 + signum
-        self.run_path: Path | None = None  # set by the loop
 
 
 class StopSignals:
@@ -342,6 +343,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     watch = FiniteWatch(s.iteration, s.device, list(algo.parameters()))
     status, error = "failed", None
     has_checkpoint = s.iteration > 0  # a resumed run started from one
+    run_path = run.path if isinstance(run, RunDir) else None  # what a stop reports (rank 0 holds the directory)
 
     def save(which: str) -> None:
         nonlocal has_checkpoint
@@ -399,7 +401,7 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
         status = "completed"
     except Interrupted as exc:
         status = "interrupted"
-        exc.run_path = run.path if isinstance(run, RunDir) else None
+        exc.run_path = run_path
         raise
     except KeyboardInterrupt:  # no handler installed (not the main thread): the state may be mid-step, save nothing
         status = "interrupted"
@@ -407,13 +409,13 @@ def run_loop(run: RunDir, s: Session, quiet: bool = False) -> None:
     except RunFailed as exc:
         if isinstance(exc, Divergence):
             exc.checkpoint_kept = has_checkpoint
-        exc.run_path = run.path if isinstance(run, RunDir) else None
+        exc.run_path = run_path
         error = str(exc)
         raise
     except OSError as exc:  # e.g. the disk filled while writing metrics.csv or run.json
         error = f"cannot write the run directory ({exc.strerror or exc}); the last checkpoint is kept"
         failed = RunFailed(f"{run.path}: {error}")
-        failed.run_path = run.path
+        failed.run_path = run_path
         raise failed from None
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
